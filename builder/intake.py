@@ -126,9 +126,9 @@ def _from_zip(path: Path, workdir: Path) -> VendorSource:
         dest_root = workdir / "zip"
         chosen_rel = _safe_relpath(chosen, path)
         # extract the chosen member and a sibling scripts/ folder, nothing else
-        scripts_prefix = str(chosen_rel.parent / "scripts") + "/" if str(chosen_rel.parent) != "." else "scripts/"
+        scripts_dir = chosen_rel.parent / "scripts"
         wanted = [i for i in infos if i.filename == chosen or
-                  (not i.is_dir() and i.filename.startswith(scripts_prefix))]
+                  (not i.is_dir() and PurePosixPath(i.filename).is_relative_to(scripts_dir))]
         for info in wanted:
             _extract_member(archive, info, dest_root, path)
     target = dest_root / chosen_rel
