@@ -522,13 +522,29 @@ _REQUIRED_CLIENT = {
 }
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Unquoted dotted keys (Module.Inventory.Enabled = true) are nested tables in TOML; the
+    1E.Client.conf key is the dotted name, so flatten them back."""
+    out: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((prefix + key, value))
+    return out
+
+
 def _load_client(ctx: _Ctx, data: dict[str, Any]) -> ClientSettings:
     items: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
-    for key, raw in data.items():
+    flat = _flatten(data)
+    for key, raw in flat:
         _check_client_key(ctx, key)
         folded = key.casefold()
         if folded in seen:
+            if seen[folded] == key:
+                raise ConfigError(f"[client] key '{key}' is given twice (quoted and dotted)",
+                                  where=ctx.shown)
             raise ConfigError(f"[client] keys '{seen[folded]}' and '{key}' differ only in case",
                               where=ctx.shown,
                               hint="the 1E Client reads keys case-insensitively: keep one")
@@ -540,7 +556,8 @@ def _load_client(ctx: _Ctx, data: dict[str, Any]) -> ClientSettings:
     for required, (validate, example) in _REQUIRED_CLIENT.items():
         value = settings.get(required)
         if value is None:
-            stray = [k for k in data if k.casefold() not in {r.casefold() for r in _REQUIRED_CLIENT}]
+            stray = [k for k, _ in flat
+                     if k.casefold() not in {r.casefold() for r in _REQUIRED_CLIENT}]
             close = difflib.get_close_matches(required, stray, n=1, cutoff=0.6)
             hint = f"is '{close[0]}' a typo for '{required}'?" if close else example
             raise ConfigError(f"[client] missing required key '{required}'", where=ctx.shown,
