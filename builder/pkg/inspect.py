@@ -1,0 +1,171 @@
+"""Describe any file `fleetpkg inspect` accepts as plain JSON-ready data, chosen by content.
+
+The file's first bytes decide (xar magic, Mach-O magic, XML/binary plist, DER SEQUENCE), never its
+name alone, so a renamed file still gets the right reader. Readers for profiles and PKCS#12 belong
+to other modules and are imported only when needed, which keeps `inspect` of a package fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import FleetpkgError, FormatError, UnsupportedError
+
+HEAD = 64
+MAX_SMALL_FILE = 16 * 1024 * 1024  # profiles and .pfx files are read whole
+
+
+def sniff_kind(head: bytes, name: str = "") -> str:
+    """pkg | macho | mobileconfig | pfx | unknown."""
+    from ..macho import is_macho
+    if head[:4] == b"xar!":
+        return "pkg"
+    if is_macho(head):
+        return "macho"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith((b"<?xml", b"<!DOCTYPE plist", b"<plist", b"bplist00")):
+        return "mobileconfig"
+    inner = _der_first_child_tag(head)
+    if inner == 0x06:  # ContentInfo: OID first -> CMS SignedData (a signed profile)
+        return "mobileconfig"
+    if inner == 0x02:  # PFX: version INTEGER first
+        return "pfx"
+    if inner is not None and name.lower().endswith((".p12", ".pfx")):
+        return "pfx"
+    return "unknown"
+
+
+def _der_first_child_tag(head: bytes) -> int | None:
+    """Tag of the first element inside a leading DER/BER SEQUENCE, else None."""
+    if len(head) < 3 or head[0] != 0x30:
+        return None
+    first = head[1]
+    if first == 0x80:  # BER indefinite length
+        pos = 2
+    elif first < 0x80:
+        pos = 2
+    else:
+        n = first & 0x7F
+        if not 1 <= n <= 4:
+            return None
+        pos = 2 + n
+    return head[pos] if pos < len(head) else None
+
+
+def describe_file(path: str | os.PathLike, *, password: bytes | None = None) -> dict[str, Any]:
+    """Description of `path`; FormatError (one line, naming the file) for anything unreadable."""
+    path = Path(path)
+    where = str(path)
+    with open(path, "rb") as f:
+        head = f.read(HEAD)
+    if not head:
+        raise FormatError("empty file: not a package, Mach-O, profile or PKCS#12 file", where=where)
+    kind = sniff_kind(head, path.name)
+    try:
+        if kind == "pkg":
+            return describe_package(path)
+        if kind == "macho":
+            from ..macho import read_macho
+            info = read_macho(path)
+            return {"kind": "macho", "architectures": list(info.architectures),
+                    "identifier": info.identifier, "team_id": info.team_id}
+        if kind == "mobileconfig":
+            doc = _delegate("builder.profiles.inspect", "describe_mobileconfig", where)(_small(path))
+            return {"kind": "mobileconfig", **doc}
+        if kind == "pfx":
+            doc = _delegate("builder.certs.inspect", "describe_pfx", where)(_small(path), password or b"")
+            return {"kind": "pfx", **doc}
+    except FleetpkgError as exc:
+        if exc.where is None:
+            exc.where = where
+        raise
+    raise FormatError("not a package, Mach-O, profile or PKCS#12 file (unrecognised content)", where=where,
+                      hint="inspect takes .pkg, Mach-O binaries, .mobileconfig and .pfx/.p12 files")
+
+
+def _small(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_SMALL_FILE:
+        raise FormatError(f"{size} bytes is too large for a profile or PKCS#12 file", where=str(path))
+    return path.read_bytes()
+
+
+def _delegate(module: str, function: str, where: str):
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            raise UnsupportedError(f"this build cannot read this kind of file yet ({module} is missing)",
+                                   where=where) from None
+        raise
+    func = getattr(mod, function, None)
+    if func is None:
+        raise UnsupportedError(f"this build cannot read this kind of file yet ({module}.{function} "
+                               "is missing)", where=where)
+    return func
+
+
+def describe_package(path: str | os.PathLike) -> dict[str, Any]:
+    from .package import bom_entries, open_package, script_names
+    from .product import describe_distribution
+    with open_package(path) as pkg:
+        packages = []
+        for comp in pkg.components:
+            info = comp.info
+            packages.append({
+                "identifier": info.identifier,
+                "version": info.version,
+                "install_location": info.install_location,
+                "archive_path": comp.archive_prefix.rstrip("/"),
+                "auth": info.auth,
+                "payload": {"format": comp.payload_format if comp.has_payload else "none",
+                            "files": info.payload_files, "install_kbytes": info.install_kbytes},
+                "scripts": script_names(pkg, comp),
+                "bom_entries": len(bom_entries(pkg, comp)),
+                "bundles": [b.id for b in info.bundles],
+            })
+        return {
+            "kind": pkg.kind,
+            "toc_checksum": pkg.toc_checksum,
+            "signed": pkg.signed,
+            "packages": packages,
+            "distribution": describe_distribution(pkg.distribution) if pkg.distribution else None,
+        }
+
+
+def summary_lines(doc: dict[str, Any]) -> list[str]:
+    """Human-readable summary of a describe_file() result."""
+    kind = doc.get("kind")
+    if kind in ("product", "component"):
+        lines = [f"{kind} package, TOC checksum {doc['toc_checksum']}, "
+                 f"{'signed' if doc['signed'] else 'unsigned'}"]
+        dist = doc.get("distribution")
+        if dist:
+            if dist.get("title"):
+                lines.append(f"title: {dist['title']}")
+            if dist.get("host_architectures"):
+                lines.append(f"host architectures: {', '.join(dist['host_architectures'])}")
+            for v in dist.get("allowed_os_versions", []):
+                bounds = [f">= {v['min']}"] if v.get("min") else []
+                bounds += [f"< {v['before']}"] if v.get("before") else []
+                lines.append(f"macOS {' and '.join(bounds)}")
+        for p in doc["packages"]:
+            where = f" [{p['archive_path']}]" if p["archive_path"] else ""
+            lines.append(f"- {p['identifier']} {p['version']}{where}")
+            lines.append(f"    install location: {p['install_location'] or '(not set)'}")
+            pay = p["payload"]
+            if pay["format"] == "none":
+                lines.append("    payload: none")
+            else:
+                lines.append(f"    payload: {pay['format']}, {pay['files']} files, {pay['install_kbytes']} KiB")
+            lines.append(f"    scripts: {', '.join(p['scripts']) if p['scripts'] else '(none)'}")
+            lines.append(f"    BOM entries: {p['bom_entries']}")
+        return lines
+    if kind == "macho":
+        return [f"Mach-O: {', '.join(doc['architectures'])}",
+                f"signing identifier: {doc['identifier'] or '(not signed)'}",
+                f"team ID: {doc['team_id'] or '(none)'}"]
+    return [f"{key}: {value}" for key, value in sorted(doc.items()) if not isinstance(value, (list, dict))]
