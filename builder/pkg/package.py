@@ -151,10 +151,20 @@ def iter_payload(pkg: Package, comp: Component) -> Iterator[tuple[object, object
 
 
 def _iter_archive(pkg: Package, member: str):
+    """Stream a cpio member; a decoding failure caused by damaged bytes is reported as the
+    ChecksumError it really is (the xar checksum is only known once the member is read to the end)."""
+    from ..errors import ChecksumError
     from .cpio import iter_cpio
     from .payload import open_payload
     where = f"{pkg.path}: {member}"
-    return iter_cpio(open_payload(pkg.reader.iter_data(member), where=where), where=where)
+    try:
+        yield from iter_cpio(open_payload(pkg.reader.iter_data(member), where=where), where=where)
+    except ChecksumError:
+        raise
+    except FormatError:
+        for _ in pkg.reader.iter_stored(member):  # raises ChecksumError if the stored bytes are damaged
+            pass
+        raise
 
 
 def list_payload(pkg: Package, comp: Component) -> list:
