@@ -602,7 +602,8 @@ def _load_signing(t: _Table) -> Signing:
         if p12 is None and cert is None and chain:
             raise t.err(f"{role}_chain", f"needs {role}_certificate and {role}_key")
         if p12 is None and cert is None and password is not None:
-            raise t.err(None, f"a {role} password source is set but no {role} identity")
+            raise t.err(None, f"{role}_password_* is set but no {role} identity is",
+                        hint=f"add {role}_identity or {role}_certificate + {role}_key")
         if p12 is not None or cert is not None:
             roles[role] = SigningIdentity(role, p12, cert, key, chain, password)
     url = t.string("timestamp_url")

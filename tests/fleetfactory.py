@@ -34,15 +34,15 @@ class CA:
     cert: x509.Certificate
 
 
-def make_ca(name: str = "Test Root CA") -> CA:
+def make_ca(name: str = "Test Root CA", around: dt.datetime = NOW) -> CA:
     key = _key("ec")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=365))
-        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .not_valid_before(min(around, NOW) - dt.timedelta(days=365))
+        .not_valid_after(max(around, NOW) + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False,
@@ -133,14 +133,14 @@ password_env = "FLEET_PFX_PASSWORD"
 
 
 def make_fleet(root: Path, hostnames=("MAC01.local", "mac02"), *, toml: str = FLEET_TOML,
-               csv_text: str | None = None) -> Fleet:
+               csv_text: str | None = None, not_before: dt.datetime | None = None) -> Fleet:
     """A fleet whose every device passes the rules at NOW (password: PASSWORD via env)."""
-    ca = make_ca()
+    ca = make_ca(around=not_before or NOW)
     (root / "vendor").mkdir(parents=True, exist_ok=True)
     (root / "vendor/1e.client-macOS_v5.1.0.12.pkg").write_bytes(b"xar!stand-in")
     write_pem(root / "pki/root.pem", ca.cert)
     for h in hostnames:
-        key, cert = make_device(ca, h)
+        key, cert = make_device(ca, h, not_before=not_before)
         write_pfx(root / "pfx" / f"{h}.pfx", key, cert)
     if csv_text is None:
         csv_text = "hostname,pfx\n" + "".join(f"{h},pfx/{h}.pfx\n" for h in hostnames)

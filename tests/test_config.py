@@ -493,7 +493,7 @@ def test_password_never_echoed_in_errors(fleet):
     ('profile_certificate = "s/c.pem"', "[signing] missing required key 'profile_key'"),
     ('profile_key = "s/k.pem"', "[signing] missing required key 'profile_certificate'"),
     ('installer_chain = ["s/c.pem"]', "signing.installer_chain: needs installer_certificate"),
-    ('installer_password_env = "X"', "a installer password source is set but no installer identity"),
+    ('installer_password_env = "X"', "installer_password_* is set but no installer identity is"),
     ('installer_identity = "s/c.pem"', "must end in .p12, .pfx"),
     ('installer_identity = "s/none.p12"', "s/none.p12: no such file"),
     ('installer_identity = "s/i.p12"\ninstaller_password_env = "A"\ninstaller_password_file = "s/c.pem"',
