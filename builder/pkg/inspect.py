@@ -168,4 +168,16 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         return [f"Mach-O: {', '.join(doc['architectures'])}",
                 f"signing identifier: {doc['identifier'] or '(not signed)'}",
                 f"team ID: {doc['team_id'] or '(none)'}"]
-    return [f"{key}: {value}" for key, value in sorted(doc.items()) if not isinstance(value, (list, dict))]
+    lines = [f"kind: {kind}"]
+    for key, value in sorted(doc.items()):
+        if key == "kind":
+            continue
+        if isinstance(value, list):
+            lines.append(f"{key}: {len(value)}")
+            lines += [f"  - {item.get('type') or item.get('subject') or ''}".rstrip()
+                      for item in value if isinstance(item, dict)]
+        elif isinstance(value, dict):
+            lines.append(f"{key}: {value.get('subject') or ', '.join(sorted(value))}")
+        else:
+            lines.append(f"{key}: {value}")
+    return lines
