@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import lzma
 import zlib
 from dataclasses import dataclass, field
@@ -79,8 +80,18 @@ def _gunzip(raw: BinaryIO, where: str | None) -> Iterator[bytes]:
 
 def open_payload(chunks: Iterable[bytes], *, where: str | None = None) -> BinaryIO:
     """Streaming file object of the cpio bytes inside a Payload or Scripts archive."""
-    raw = io.BufferedReader(_ChunkReader(chunks, where), buffer_size=1 << 16)
-    head = raw.peek(6)[:6]
+    source = iter(chunks)
+    first = b""
+    while len(first) < 6:  # chunks may be tiny; sniff needs 6 bytes
+        try:
+            chunk = next(source, None)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise FormatError(f"cannot read payload: {exc}", where=where) from None
+        if chunk is None:
+            break
+        first += bytes(chunk)
+    raw = io.BufferedReader(_ChunkReader(itertools.chain([first], source), where), buffer_size=1 << 16)
+    head = first[:6]
     kind = sniff(head)
     if kind == "gzip-cpio":
         inner: Iterable[bytes] = _gunzip(raw, where)
@@ -100,7 +111,7 @@ def payload_kind(chunks: Iterable[bytes]) -> str:
     """sniff() of the first bytes of a chunk iterable (empty -> "none")."""
     head = b""
     for chunk in chunks:
-        head += chunk
+        head += bytes(chunk)
         if len(head) >= 6:
             break
     return "none" if not head else sniff(head)
