@@ -127,6 +127,8 @@ def parse_signed_data(data: bytes) -> SignedData:
     fields = wrapper.child(0).expect(der.SEQUENCE, "SignedData").children()
     if len(fields) < 4:
         raise FormatError("CMS SignedData is incomplete")
+    fields[0].as_int()  # version: only its shape matters here
+    fields[1].expect(der.SET, "digestAlgorithms")
     encap = fields[2].expect(der.SEQUENCE, "EncapsulatedContentInfo").children()
     content = None
     if len(encap) > 1:
@@ -164,7 +166,7 @@ def find_signer_certificate(sd: SignedData, signer: SignerInfo) -> x509.Certific
         else:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            except x509.ExtensionNotFound:
+            except (x509.ExtensionNotFound, ValueError):
                 continue
             if ski.digest == signer.subject_key_id:
                 return cert

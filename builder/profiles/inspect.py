@@ -7,6 +7,7 @@ facts (and whether a password is embedded) are reported.
 from __future__ import annotations
 
 import plistlib
+from xml.parsers.expat import ExpatError
 from datetime import datetime
 from typing import Any
 
@@ -26,10 +27,18 @@ def _iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def name_text(name_of, cert: x509.Certificate) -> str:
+    """RFC 4514 text of a name; cryptography parses names lazily, so damage surfaces only here."""
+    try:
+        return name_of(cert).rfc4514_string()
+    except (ValueError, KeyError, TypeError):
+        return "<unreadable name>"
+
+
 def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
     return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": name_text(lambda c: c.subject, cert),
+        "issuer": name_text(lambda c: c.issuer, cert),
         "serial": format(cert.serial_number, "x"),
         "not_before": _iso(cert.not_valid_before_utc),
         "not_after": _iso(cert.not_valid_after_utc),
@@ -50,7 +59,8 @@ def split_signed(data: bytes) -> tuple[bytes, cms.SignedData | None]:
 def load_plist(content: bytes) -> dict:
     try:
         doc = plistlib.loads(content)
-    except (plistlib.InvalidFileException, ValueError, TypeError, OverflowError) as exc:
+    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, OverflowError,
+            LookupError, AttributeError, RecursionError) as exc:
         raise FormatError(f"not a property list: {exc}") from None
     if not isinstance(doc, dict):
         raise FormatError("profile is a property list but not a dictionary")
@@ -131,7 +141,7 @@ def describe_mobileconfig(data: bytes) -> dict[str, Any]:
         when = signer.signing_time() if signer.signed_attrs else None
         doc["signing_time"] = _iso(when) if when else None
         doc["digest_algorithm"] = cms.digest_name(signer.digest_oid)
-        doc["cms_certificates"] = [c.subject.rfc4514_string() for c in sd.certificates]
+        doc["cms_certificates"] = [name_text(lambda c: c.subject, c) for c in sd.certificates]
     profile = load_plist(content)
     doc.update({
         "identifier": profile.get("PayloadIdentifier"),

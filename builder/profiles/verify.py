@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ..errors import FormatError
 from . import cms
-from .inspect import CERT_TYPES, _load_cert, certificate_facts, load_plist, split_signed
+from .inspect import CERT_TYPES, _load_cert, certificate_facts, load_plist, name_text, split_signed
 from .model import PKCS12
 from .p12info import macos_compatible, pkcs12_algorithms
 
@@ -29,7 +29,7 @@ MAX_CHAIN = 10
 
 
 def _name(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    return name_text(lambda c: c.subject, cert)
 
 
 def _fp(cert: x509.Certificate) -> bytes:
@@ -83,11 +83,11 @@ def _check_signer(sd: cms.SignedData, signer: cms.SignerInfo, content: bytes) ->
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
     try:
+        if cert.issuer != issuer.subject:
+            return False
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, KeyError, InvalidSignature):
         return False
     return True
 
@@ -95,7 +95,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return False
 
 
