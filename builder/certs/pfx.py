@@ -235,6 +235,8 @@ def parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
     """Verify and decrypt a PKCS#12 file. Raises CertificateError / FormatError."""
     try:
         return _parse_pfx(bytes(data), password)
+    except FormatError as exc:
+        raise FormatError(f"not a valid PKCS#12 file ({exc.message})") from None
     except FleetpkgError:
         raise
     except DecryptError:
@@ -244,19 +246,16 @@ def parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
 
 
 def _parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
-    try:
-        pfx = der.parse(data).expect(der.SEQUENCE, "PFX").children()
-    except FormatError as exc:
-        raise FormatError(f"not a PKCS#12 file ({exc.message})") from None
-    if len(pfx) < 2 or pfx[0].as_int() != 3:
-        raise FormatError("not a PKCS#12 file (expected PFX version 3)")
+    pfx = der.parse(data).expect(der.SEQUENCE, "PFX").children()
+    if len(pfx) < 2 or pfx[0].tag != der.INTEGER or pfx[0].as_int() != 3:
+        raise FormatError("expected a PFX with version 3")
     auth = pfx[1].expect(der.SEQUENCE, "authSafe").children()
     ctype = auth[0].as_oid()
     if ctype == SIGNED_DATA:
         raise CertificateError("public-key integrity mode (signedData) PKCS#12 is not supported",
                                hint="re-export the .pfx with password integrity (the usual kind)")
     if ctype != DATA:
-        raise FormatError(f"not a PKCS#12 file (authSafe content type {ctype})")
+        raise FormatError(f"unexpected authSafe content type {ctype}")
     auth_bytes = auth[1].expect(0xA0, "authSafe content").child(0).as_octets()
     mac = _parse_mac(pfx[2]) if len(pfx) > 2 else None
     forms = _password_forms(password)

@@ -100,8 +100,11 @@ def _ca_extensions(builder: x509.CertificateBuilder, key, issuer: Issued | None,
 
 def make_ca(name: str = "Fleetpkg Test Root CA", *, key=None,
             not_before: _dt.datetime | None = None, not_after: _dt.datetime | None = None,
-            hash_alg: hashes.HashAlgorithm | None = None, key_index: int = 10) -> Issued:
-    """A self-signed root CA (RFC 5280 / Web PKI conformant extensions)."""
+            hash_alg: hashes.HashAlgorithm | None = None, key_index: int = 10,
+            extensions: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> Issued:
+    """A self-signed root CA (RFC 5280 / Web PKI conformant extensions).
+
+    extensions: extra (extension, critical) pairs, e.g. NameConstraints."""
     key = key or rsa_key(key_index)
     builder = (x509.CertificateBuilder()
                .subject_name(_name(name)).issuer_name(_name(name))
@@ -109,14 +112,17 @@ def make_ca(name: str = "Fleetpkg Test Root CA", *, key=None,
                .not_valid_before(not_before or NOW - 3650 * DAY)
                .not_valid_after(not_after or NOW + 3650 * DAY))
     builder = _ca_extensions(builder, key, None, None)
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
     return Issued(_sign(builder, key, hash_alg), key)
 
 
 def make_intermediate(parent: Issued, name: str = "Fleetpkg Test Issuing CA", *, key=None,
                       not_before: _dt.datetime | None = None, not_after: _dt.datetime | None = None,
                       hash_alg: hashes.HashAlgorithm | None = None, key_index: int = 11,
-                      path_length: int | None = 0) -> Issued:
-    """A CA certificate signed by `parent`."""
+                      path_length: int | None = 0,
+                      extensions: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> Issued:
+    """A CA certificate signed by `parent` (extensions: extra (extension, critical) pairs)."""
     key = key or rsa_key(key_index)
     builder = (x509.CertificateBuilder()
                .subject_name(_name(name)).issuer_name(parent.certificate.subject)
@@ -124,6 +130,8 @@ def make_intermediate(parent: Issued, name: str = "Fleetpkg Test Issuing CA", *,
                .not_valid_before(not_before or NOW - 1825 * DAY)
                .not_valid_after(not_after or NOW + 1825 * DAY))
     builder = _ca_extensions(builder, key, parent, path_length)
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
     return Issued(_sign(builder, parent.key, hash_alg), key)
 
 
