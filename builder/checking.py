@@ -69,7 +69,7 @@ def check_device(device: Device, password: bytes, cas: list[x509.Certificate],
 
     try:
         identity = load_pfx(device.pfx, password)
-    except CertificateError as exc:
+    except FleetpkgError as exc:  # CertificateError, or a FormatError from a damaged file
         raise CertificateError(" ".join(str(exc).split()), where=device.where) from None
     findings = tuple(lint_identity(identity, device.hostname, cas, at))
     ok = not any(f.severity == "error" for f in findings)
