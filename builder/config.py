@@ -173,7 +173,8 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _OS_VERSION = re.compile(r"(\d{2})(?:\.\d{1,3}){0,2}\Z")
 _SERIAL = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 _MUNKI_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0/C1 controls and Unicode line/paragraph separators: anything a line reader might split on
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def load_config(path: str | os.PathLike[str]) -> FleetConfig:

@@ -365,6 +365,8 @@ def test_client_dotted_keys_flatten(fleet):
     ('Foo = "Info\\rX=1"', "client.Foo: value contains a newline"),
     ('Foo = "a\\u0000b"', "client.Foo: value contains a NUL"),
     ('Foo = "a\\tb"', "client.Foo: value contains a control character"),
+    ('Foo = "a\\u2028b"', "client.Foo: value contains a control character"),
+    ('Foo = "a\\u0085b"', "client.Foo: value contains a control character"),
     ('Foo = " Info"', "client.Foo: value has leading or trailing spaces"),
     ('Foo = "Info "', "client.Foo: value has leading or trailing spaces"),
     ("Foo = 1.5", "client.Foo: expected a string, integer or boolean, got a float"),
@@ -528,3 +530,28 @@ def test_profiles_wrong_type(fleet):
     msg = error_of(fleet.config)
     assert "profiles.key_is_extractable: expected a boolean, got a string" in msg
     assert "write key_is_extractable = true or false" in msg
+
+
+# --- property: whatever [client] accepts renders as exactly its own conf lines ---------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from builder.config import _Ctx, _load_client  # noqa: E402
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_text, st.one_of(_text, st.integers(), st.booleans()), max_size=4))
+def test_accepted_client_settings_cannot_inject(extra):
+    data = {"Switch": "t.example:4000", "BackgroundChannelUrl": "https://t.example/b", **extra}
+    ctx = _Ctx("fleet.toml", Path("/"), Path("."))
+    try:
+        settings_ = _load_client(ctx, data)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and "\r" not in str(exc)
+        return
+    conf = "".join(f"{k}={v}\n" for k, v in settings_.items)
+    parsed = [tuple(line.split("=", 1)) for line in conf.splitlines()]  # strictest line split
+    assert parsed == [(k.strip(), v.strip()) for k, v in settings_.items] == list(settings_.items)
+    assert all(not k.startswith(("#", ";", "[")) for k, _ in parsed)
