@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -74,12 +73,12 @@ def _is_file(reader, path: str) -> bool:
     return entry is not None and entry.type == "file"
 
 
-def _read_member(reader, path: str, where: str, max_size: int) -> bytes:
-    return reader.read(path, max_size)  # `where` kept for callers' clarity; the reader names the file
+def _read_member(reader, path: str, max_size: int) -> bytes:
+    return reader.read(path, max_size)  # the reader's errors name the archive and the member
 
 
 def _component(reader, prefix: str, where: str) -> Component:
-    info_bytes = _read_member(reader, prefix + "PackageInfo", where, MAX_XML_MEMBER)
+    info_bytes = _read_member(reader, prefix + "PackageInfo", MAX_XML_MEMBER)
     info = parse_package_info(info_bytes, where=f"{where}: {prefix}PackageInfo")
     has_payload = _is_file(reader, prefix + "Payload")
     fmt = "none"
@@ -106,7 +105,7 @@ def open_package(path: str | os.PathLike) -> Package:
 def _describe(reader, where: str) -> Package:
     signed = reader.signature is not None or reader.x_signature is not None
     if _is_file(reader, "Distribution"):
-        dist = parse_distribution(_read_member(reader, "Distribution", where, MAX_XML_MEMBER),
+        dist = parse_distribution(_read_member(reader, "Distribution", MAX_XML_MEMBER),
                                   where=f"{where}: Distribution")
         prefixes = _product_prefixes(reader, dist, where)
         comps = [_component(reader, p, where) for p in prefixes]
@@ -189,7 +188,7 @@ def bom_entries(pkg: Package, comp: Component) -> list:
         return []
     from .bom import read_bom
     member = comp.member("Bom")
-    data = _read_member(pkg.reader, member, pkg.path, MAX_BOM)
+    data = _read_member(pkg.reader, member, MAX_BOM)
     return read_bom(data, where=f"{pkg.path}: {member}")
 
 
@@ -266,6 +265,7 @@ def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
         names = [e.path[2:] for e in script_entries if e.kind == "file"]
         if not scripts_for(names) and root is None:
             raise BuildError("scripts hold neither preinstall nor postinstall", where=str(dest))
+    import tempfile
     dest = Path(dest)
     with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
         payload_path = Path(tmp) / "Payload"

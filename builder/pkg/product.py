@@ -9,6 +9,7 @@ vendor's Distribution can be merged into ours without re-escaping its scripts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from ..errors import FormatError
 from . import xmlsafe
@@ -29,7 +30,7 @@ class PkgRef:
     def archive_prefix(self) -> str | None:
         """"name.pkg/" when the path points inside this archive, else None."""
         if self.path and self.path.startswith("#") and len(self.path) > 1:
-            return self.path[1:] + "/"
+            return unquote(self.path[1:]) + "/"  # a URL fragment: productbuild escapes spaces as %20
         return None
 
 

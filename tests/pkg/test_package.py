@@ -286,3 +286,64 @@ def test_product_refuses_dangling_pkg_refs(tmp_path):
             build_product(tmp_path / "w.pkg", distribution=_dist([("a", "1", "a.pkg")]),
                           components=[EmbedComponent(vendor, "", "../a.pkg")])
     assert not (tmp_path / "w.pkg").exists()
+
+
+# ---- hostile input -------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from builder.errors import FleetpkgError  # noqa: E402
+from builder.pkg.inspect import describe_package  # noqa: E402
+
+FIXTURE_BYTES = {p.name: p.read_bytes() for p in sorted(PKG_DIR.glob("*.pkg"))}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(FIXTURE_BYTES)), cut=st.integers(min_value=0, max_value=40_000),
+       flips=st.lists(st.tuples(st.integers(min_value=0, max_value=40_000), st.integers(1, 255)), max_size=4))
+def test_mutated_fixtures_only_raise_our_errors(tmp_path, name, cut, flips):
+    data = bytearray(FIXTURE_BYTES[name][:cut] if cut < len(FIXTURE_BYTES[name]) else FIXTURE_BYTES[name])
+    for pos, xor in flips:
+        if pos < len(data):
+            data[pos] ^= xor
+    path = tmp_path / "m.pkg"
+    path.write_bytes(bytes(data))
+    try:
+        doc = describe_package(path)
+        with open_package(path) as package:
+            for comp in package.components:
+                list_payload(package, comp)
+                list_scripts(package, comp)
+    except FleetpkgError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert doc["kind"] in ("product", "component")
+
+
+def test_pkg_ref_cannot_escape_the_archive(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    built = build_component(tmp_path / "c.pkg", identifier="a", version="1", root=None,
+                            scripts={"postinstall": b"#!/bin/sh\n"})
+    from builder.pkg.xar import XarWriter
+    evil = (b'<installer-gui-script minSpecVersion="1"><pkg-ref id="a" version="1">#../c.pkg</pkg-ref>'
+            b'</installer-gui-script>')
+    with XarReader(built.path) as src, XarWriter(tmp_path / "evil.pkg") as w:
+        w.add_directory("a.pkg", mode=0o700)
+        for entry in src.entries:
+            w.add_stored("a.pkg/" + entry.path, src, entry)
+        w.add_bytes("Distribution", evil, compress=True)
+    with pytest.raises(FormatError, match="not a component in this archive"):
+        open_package(tmp_path / "evil.pkg")
+
+
+def test_percent_encoded_pkg_ref(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    built = build_component(tmp_path / "c.pkg", identifier="a", version="1", root=None,
+                            scripts={"postinstall": b"#!/bin/sh\n"})
+    dist = _dist([("a", "1", "My App.pkg")])
+    dist = Distribution(**{**dist.__dict__, "pkg_refs": (PkgRef("a", "1", 0, "Root", "none", "#My%20App.pkg"),)})
+    with XarReader(built.path) as src:
+        build_product(tmp_path / "p.pkg", distribution=dist, components=[EmbedComponent(src, "", "My App.pkg")])
+    with open_package(tmp_path / "p.pkg") as package:
+        assert [c.archive_prefix for c in package.components] == ["My App.pkg/"]
