@@ -1,18 +1,18 @@
 """Test PKI for the profile tests: root, issuing CA, device identities, profile signer.
 
-Everything is made with `cryptography` via tests/certs/factory.py (no fleetpkg code), so the
-certificates and PKCS#12 files are independent inputs.
+Certificates are made with `cryptography` via tests/certs/factory.py (no fleetpkg code). The
+embedded PKCS#12 comes from builder.certs.reencode_for_macos, as in a real build: the profile
+tests check that what the build embeds opens with openssl and the profile's password.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-import string
 from dataclasses import dataclass
 
 import pytest
 
+from builder.certs import Identity, reencode_for_macos
 from tests.certs import factory
 
 # openssl checks validity against the real clock, so the signer must be valid today.
@@ -28,15 +28,11 @@ class Pki:
     signer: factory.Issued
 
 
-def random_password() -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(24))
-
-
-def macos_p12(identity: factory.Issued, password: str, chain=()) -> bytes:
-    """A PKCS#12 as macOS imports it: 3DES bags, SHA-1 MAC, 2048 rounds, fresh salts each call."""
-    return factory.make_pfx(identity.certificate, identity.key, password.encode(), list(chain),
-                            encryption="3des")
+def macos_identity(identity: factory.Issued, chain=()) -> tuple[bytes, str]:
+    """(p12, password) as the build makes them: builder.certs.reencode_for_macos, which writes
+    3DES bags + SHA-1 MAC with fresh salts and a fresh random password on every call."""
+    out = reencode_for_macos(Identity(identity.certificate, identity.key, ()), chain=list(chain))
+    return out.p12, out.password
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +52,7 @@ def pki() -> Pki:
 @pytest.fixture
 def device_args(pki: Pki) -> dict:
     """Keyword arguments for device_profile with a fresh p12 and password."""
-    password = random_password()
+    p12, password = macos_identity(pki.device, [pki.issuing.certificate])
     return dict(fleet="Acme Fleet", organization="Acme Corp", identifier_prefix="com.acme.oneE",
-                hostname="MAC-01", p12=macos_p12(pki.device, password, [pki.issuing.certificate]),
-                p12_password=password, roots=[pki.root.certificate],
+                hostname="MAC-01", p12=p12, p12_password=password, roots=[pki.root.certificate],
                 intermediates=[pki.issuing.certificate])

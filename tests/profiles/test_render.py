@@ -16,7 +16,7 @@ from builder.errors import CertificateError, ConfigError
 from builder.profiles import device_profile, login_items_profile, render_xml, trust_profile
 from tests.certs import factory
 from tests.conftest import require_tool
-from tests.profiles.conftest import macos_p12, random_password
+from tests.profiles.conftest import macos_identity
 
 DER = serialization.Encoding.DER
 
@@ -79,9 +79,8 @@ def test_key_access_flags_are_configurable(device_args):
 
 def test_rebuild_differs_only_in_p12_and_password(pki, device_args):
     first = render_xml(device_profile(**device_args))
-    password = random_password()
-    again = dict(device_args, p12=macos_p12(pki.device, password, [pki.issuing.certificate]),
-                 p12_password=password)
+    p12, password = macos_identity(pki.device, [pki.issuing.certificate])
+    again = dict(device_args, p12=p12, p12_password=password)
     second = render_xml(device_profile(**again))
     assert first != second  # fresh salts/IV and password, by design
     a, b = plistlib.loads(first), plistlib.loads(second)
@@ -94,10 +93,9 @@ def test_rebuild_differs_only_in_p12_and_password(pki, device_args):
 
 def test_renewed_certificate_changes_identity_uuid_only(pki, device_args):
     renewed = factory.make_device_cert(pki.issuing, "MAC-01", key_index=2)
-    password = random_password()
+    p12, password = macos_identity(renewed)
     doc_old = parsed(device_profile(**device_args))
-    doc_new = parsed(device_profile(**dict(device_args, p12=macos_p12(renewed, password),
-                                           p12_password=password)))
+    doc_new = parsed(device_profile(**dict(device_args, p12=p12, p12_password=password)))
     assert doc_old["PayloadIdentifier"] == doc_new["PayloadIdentifier"]  # replaces, never duplicates
     assert doc_old["PayloadUUID"] != doc_new["PayloadUUID"]
     assert doc_old["PayloadContent"][0]["PayloadUUID"] != doc_new["PayloadContent"][0]["PayloadUUID"]
@@ -174,7 +172,7 @@ def test_bad_device_inputs_raise_clear_errors(device_args, override, error):
 def test_p12_without_key_is_refused(pki):
     password = "abc123"
     only_cert = factory.make_pfx(pki.device.certificate, None, password.encode(), encryption="3des")
-    with pytest.raises(CertificateError, match="private key"):
+    with pytest.raises(CertificateError, match="no private key"):
         device_profile(fleet="F", organization="O", identifier_prefix="com.acme.x", hostname="MAC-01",
                        p12=only_cert, p12_password=password, roots=[], intermediates=[])
 
