@@ -193,7 +193,8 @@ def verify_profile(data: bytes, trust_roots: Sequence[x509.Certificate], *,
                    at: datetime | None = None) -> dict:
     """{"ok", "problems", "signed", "signer", "trusted", "chain", "identifier", "payloads"}.
 
-    `trusted` is None when no trust roots were given (signature checked, chain not judged).
+    `trusted` is None for unsigned profiles (fine for MDM upload) and when no trust roots were
+    given (signature checked, chain not judged); `at` is the time validity is judged at (now).
     """
     at = at or datetime.now(timezone.utc)
     problems: list[str] = []

@@ -257,3 +257,49 @@ def test_damaged_embedded_p12_is_reported_not_raised(pki, device_args, pos, mask
     assert ident["identity"] is None or ident["identity"]["subject"]
     result = verify_profile(data, [])
     assert result["ok"] is (not result["problems"])
+
+
+# -- profiles signed by openssl (an independent CMS encoder), DER and streamed BER ---------------
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_verify_and_describe_openssl_signed_profiles(pki, device_args, tmp_path, stream):
+    from cryptography.hazmat.primitives import serialization
+
+    xml = render_xml(device_profile(**device_args))
+    (tmp_path / "p.xml").write_bytes(xml)
+    (tmp_path / "signer.pem").write_bytes(pki.signer.certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "signer.key").write_bytes(pki.signer.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "chain.pem").write_bytes(pki.issuing.certificate.public_bytes(serialization.Encoding.PEM))
+    args = [require_tool("openssl"), "cms", "-sign", "-binary", "-nodetach", "-md", "sha256",
+            "-outform", "DER", "-signer", str(tmp_path / "signer.pem"),
+            "-inkey", str(tmp_path / "signer.key"), "-certfile", str(tmp_path / "chain.pem"),
+            "-in", str(tmp_path / "p.xml"), "-out", str(tmp_path / "p.signed")]
+    subprocess.run(args + (["-stream"] if stream else []), check=True, capture_output=True)
+    signed = (tmp_path / "p.signed").read_bytes()
+    if stream:
+        assert signed[1] == 0x80  # indefinite-length BER, as Apple's tools also write
+    result = verify_profile(signed, [pki.root.certificate])
+    assert result["ok"] is True, result["problems"]
+    assert result["trusted"] is True
+    doc = describe_mobileconfig(signed)
+    assert doc["signed"] is True and doc["digest_algorithm"] == "sha256"
+    assert doc["signer"]["subject"] == pki.signer.certificate.subject.rfc4514_string()
+    assert doc["identifier"] == "com.acme.oneE.identity.mac-01"
+    tampered = bytearray(signed)
+    at = bytes(signed).index(b"<key>PayloadScope</key>") + 5
+    tampered[at] ^= 0x01
+    bad = verify_profile(bytes(tampered), [pki.root.certificate])
+    assert bad["ok"] is False and any("changed after signing" in p for p in bad["problems"])
+
+
+def test_verify_ecdsa_signed_profile(pki, device_args):
+    ec_signer = factory.make_device_cert(pki.issuing, "EC Signer", key=factory.ec_key(), eku=None,
+                                         san_dns=None, key_usage={"digital_signature": True},
+                                         not_before=TODAY - dt.timedelta(days=1),
+                                         not_after=TODAY + dt.timedelta(days=30))
+    signed = sign_profile(render_xml(device_profile(**device_args)),
+                          ProfileSigner(ec_signer.certificate, ec_signer.key, (pki.issuing.certificate,)))
+    assert verify_profile(signed, [pki.root.certificate])["ok"] is True
+    flipped = signed[:-3] + bytes([signed[-3] ^ 1]) + signed[-2:]
+    assert verify_profile(flipped, [pki.root.certificate])["ok"] is False
