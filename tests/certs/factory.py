@@ -248,6 +248,7 @@ def make_pfx(cert: x509.Certificate | None, key, password: bytes,
                        CAs, Keychain Access) -- via `openssl pkcs12 -export -legacy`
                 "none" no bag encryption (cryptography NoEncryption)
     mac: override the MAC hash ("sha1"/"sha256") for "aes"/"3des".
+    iterations: the bags' KDF rounds (cryptography always gives the MAC 2048 iterations).
     """
     if encryption == "rc2":
         return _openssl_rc2_pfx(cert, key, password, chain, friendly_name, iterations)
