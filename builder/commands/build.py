@@ -1,0 +1,30 @@
+"""`fleetpkg build CONFIG`: check every device, then build every artifact into dist/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import EXIT_OK
+
+
+@click.command("build")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that receives <fleet>-<version>/ (default: dist/ beside fleet.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--jobs", type=click.IntRange(min=1), metavar="N", help="Worker processes (default: CPU count).")
+@click.option("--at", "at_text", metavar="DATE", help="Check certificate validity at this date (default: now).")
+@click.option("--skip-failed-devices", is_flag=True, help="Build the devices that pass and list the others.")
+@click.option("--allow-foreign-vendor", is_flag=True, help="Accept a vendor package that is not the 1E Client.")
+@click.option("--ask-password", is_flag=True, help="Prompt (hidden) for passwords with no env/file source.")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors.")
+def command(config: Path, out_dir: Path | None, as_json: bool, jobs: int | None, at_text: str | None,
+            skip_failed_devices: bool, allow_foreign_vendor: bool, ask_password: bool, quiet: bool) -> int:
+    """Build the wrapper package, profiles, identity packages and deployment files for CONFIG."""
+    from ..buildreport import report_build
+
+    return report_build(config, out_dir=out_dir, as_json=as_json, jobs=jobs, at_text=at_text,
+                        skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
+                        ask_password=ask_password, quiet=quiet)
