@@ -323,6 +323,30 @@ class DirectoryComponent:
     name: str
 
 
+@dataclass(frozen=True)
+class NewComponent:
+    """A component to build from a payload tree and/or scripts (build_component's arguments)."""
+
+    name: str  # NAME.pkg inside the product
+    identifier: str
+    version: str
+    root: object = None  # directory, list of TreeEntry, or None (payload-free)
+    scripts: object = None
+    install_location: str | None = "/"
+
+
+ComponentSource = EmbedComponent | DirectoryComponent | NewComponent
+
+
+def _normalize(source) -> ComponentSource:
+    """Also accept (reader, prefix) and (reader, prefix, name) tuples for embedding."""
+    if isinstance(source, tuple) and len(source) in (2, 3):
+        return EmbedComponent(*source)
+    if isinstance(source, (EmbedComponent, DirectoryComponent, NewComponent)):
+        return source
+    raise BuildError(f"cannot use {type(source).__name__} as a product component")
+
+
 def _component_name(source) -> str:
     name = source.name
     if name is None and isinstance(source, EmbedComponent) and source.prefix:
@@ -335,7 +359,7 @@ def _component_name(source) -> str:
 
 
 def build_product(dest: str | os.PathLike, *, distribution: Distribution | bytes,
-                  components: Sequence[EmbedComponent | DirectoryComponent],
+                  components: Sequence[ComponentSource | tuple],
                   resources: Mapping[str, bytes] | None = None, checksum_alg: str = "sha1") -> Path:
     """Write a product archive: each component under NAME.pkg/, then Resources/, Distribution last.
 
@@ -343,6 +367,7 @@ def build_product(dest: str | os.PathLike, *, distribution: Distribution | bytes
     otherwise fails late with "Package Authoring Error" (format doc §9 P8).
     """
     dest = Path(dest)
+    components = [_normalize(c) for c in components]
     dist_bytes = distribution if isinstance(distribution, bytes) else render_distribution(distribution)
     dist = parse_distribution(dist_bytes, where=f"{dest}: Distribution")
     names = [_component_name(c) for c in components]
@@ -353,18 +378,31 @@ def build_product(dest: str | os.PathLike, *, distribution: Distribution | bytes
         raise BuildError(f"Distribution references {sorted(referenced)} but the components are "
                          f"{sorted(names)}", where=str(dest),
                          hint="every pkg-ref '#NAME.pkg' needs a component of that name")
-    with _xar().XarWriter(dest, checksum_alg=checksum_alg) as w:
-        for source, name in zip(components, names):
-            w.add_directory(name, mode=DIR_MODE)
-            if isinstance(source, EmbedComponent):
-                _embed(w, source, name)
-            else:
-                _add_directory_component(w, source, name)
-        for rpath, data in sorted((resources or {}).items()):
-            from .tree import normalize_path
-            rel = normalize_path(rpath, where=rpath)[2:]
-            w.add_bytes(f"Resources/{rel}", data, compress=True, mode=FILE_MODE)
-        w.add_bytes("Distribution", dist_bytes, compress=True, mode=FILE_MODE)
+    import tempfile
+    readers = []  # opened on components built here; closed only once the writer is done
+    with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
+        try:
+            with _xar().XarWriter(dest, checksum_alg=checksum_alg) as w:
+                for i, (source, name) in enumerate(zip(components, names)):
+                    w.add_directory(name, mode=DIR_MODE)
+                    if isinstance(source, NewComponent):
+                        built = build_component(Path(tmp) / f"{i}.pkg", identifier=source.identifier,
+                                                version=source.version, root=source.root,
+                                                scripts=source.scripts, install_location=source.install_location)
+                        readers.append(_xar().XarReader(built.path))
+                        source = EmbedComponent(readers[-1], "", name)
+                    if isinstance(source, EmbedComponent):
+                        _embed(w, source, name)
+                    else:
+                        _add_directory_component(w, source, name)
+                for rpath, data in sorted((resources or {}).items()):
+                    from .tree import normalize_path
+                    rel = normalize_path(rpath, where=rpath)[2:]
+                    w.add_bytes(f"Resources/{rel}", data, compress=True, mode=FILE_MODE)
+                w.add_bytes("Distribution", dist_bytes, compress=True, mode=FILE_MODE)
+        finally:
+            for reader in readers:
+                reader.close()
     return dest
 
 

@@ -347,3 +347,25 @@ def test_percent_encoded_pkg_ref(tmp_path, monkeypatch):
         build_product(tmp_path / "p.pkg", distribution=dist, components=[EmbedComponent(src, "", "My App.pkg")])
     with open_package(tmp_path / "p.pkg") as package:
         assert [c.archive_prefix for c in package.components] == ["My App.pkg/"]
+
+
+def test_product_with_new_and_tuple_components(tmp_path, monkeypatch, tree):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    from builder.pkg.package import NewComponent
+    root, scripts = tree
+    vendor = PKG_DIR / "macinstall-test.pkg"
+    dist = _dist([("com.dca.DummyApp", "1.0.0", "vendor.pkg"), ("com.acme.conf", "1", "conf.pkg")])
+    with XarReader(vendor) as reader:
+        build_product(tmp_path / "a.pkg", distribution=dist, components=[
+            (reader, "", "vendor.pkg"),
+            NewComponent("conf.pkg", "com.acme.conf", "1", root=root, scripts=scripts)])
+        build_product(tmp_path / "b.pkg", distribution=dist, components=[
+            (reader, "", "vendor.pkg"),
+            NewComponent("conf.pkg", "com.acme.conf", "1", root=root, scripts=scripts)])
+    assert (tmp_path / "a.pkg").read_bytes() == (tmp_path / "b.pkg").read_bytes()
+    out = tmp_path / "x"
+    out.mkdir()
+    bsdtar("-xf", tmp_path / "a.pkg", "-C", out)
+    assert "./Library/Application Support/ACME/tool" in cpio_list(member(tmp_path / "a.pkg", "conf.pkg/Payload"))
+    assert member(tmp_path / "a.pkg", "vendor.pkg/Payload") == member(vendor, "Payload")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pkg", "b.pkg", "root", "scripts", "x"]  # no temp left
