@@ -7,7 +7,6 @@ layout of bomutils' mkbom (shipped by Firefox and many others) with Apple pkgbui
 
 from __future__ import annotations
 
-import stat
 import struct
 import zlib
 from collections import deque

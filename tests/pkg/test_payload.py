@@ -3,7 +3,6 @@ the gzip, xz, cpio and cksum tools and the fixtures' PackageInfo figures."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import lzma
 import re
