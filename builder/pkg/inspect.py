@@ -81,6 +81,8 @@ def describe_file(path: str | os.PathLike, *, password: bytes | None = None) -> 
     except FleetpkgError as exc:
         if exc.where is None:
             exc.where = where
+        if kind == "pfx" and password is None and "password" in exc.message:
+            exc.hint = "name an environment variable holding it with --password-env VAR"
         raise
     raise FormatError("not a package, Mach-O, profile or PKCS#12 file (unrecognised content)", where=where,
                       hint="inspect takes .pkg, Mach-O binaries, .mobileconfig and .pfx/.p12 files")
@@ -177,7 +179,13 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             lines += [f"  - {item.get('type') or item.get('subject') or ''}".rstrip()
                       for item in value if isinstance(item, dict)]
         elif isinstance(value, dict):
-            lines.append(f"{key}: {value.get('subject') or ', '.join(sorted(value))}")
+            lines.append(f"{key}: {value.get('subject') or _pairs(value)}")
         else:
             lines.append(f"{key}: {value}")
     return lines
+
+
+def _pairs(value: dict) -> str:
+    import json
+    return ", ".join(f"{k}={json.dumps(v, sort_keys=True, default=str) if isinstance(v, (list, dict)) else v}"
+                     for k, v in sorted(value.items()))
