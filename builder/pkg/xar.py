@@ -253,6 +253,9 @@ class XarReader:
         else:
             self.name = name or str(getattr(source, "name", "<xar>"))
             self._f = source
+            seekable = getattr(source, "seekable", None)
+            if seekable is None or not seekable():
+                raise FormatError("xar input must be a seekable file", where=self.name)
         try:
             try:
                 self._fd = self._f.fileno()

@@ -747,6 +747,49 @@ def test_encodings_decode_like_bsdtar(tmp_path: Path, encoding, compress):
     assert bsdtar_extract(path, tmp_path / "x") == {"member": content}
 
 
+@FUZZ
+@given(encoding=st.sampled_from(["application/x-gzip", "application/x-bzip2", "application/x-xz",
+                                 "application/x-lzma", "application/octet-stream"]),
+       content=st.binary(max_size=300), damage=st.binary(max_size=40), size_delta=st.integers(-5, 5))
+def test_hostile_member_data_with_valid_checksums(encoding, content, damage, size_delta):
+    """Garbage that passes the archived checksum must still fail cleanly in the decoders."""
+    compress = {"application/x-gzip": zlib.compress, "application/x-bzip2": bz2.compress,
+                "application/x-xz": lzma.compress, "application/octet-stream": bytes,
+                "application/x-lzma": lambda b: lzma.compress(b, format=lzma.FORMAT_ALONE)}[encoding]
+    good = compress(content)
+    stored = good[:len(good) // 2] + damage if damage else good
+    xml = toc_doc(file_xml(1, "m", content, offset=20, encoding=encoding, stored=stored))
+    declared = max(0, len(content) + size_delta)
+    xml = xml.replace(f"<size>{len(content)}</size>", f"<size>{declared}</size>")
+    try:
+        with XarReader(io.BytesIO(make_xar(xml, stored))) as reader:
+            got = reader.read("m")
+    except FleetpkgError:
+        return
+    assert got == content and declared == len(content)  # success only for the true bytes
+
+
+def test_archived_checksum_covers_bytes_the_decoder_ignores():
+    """Damage after the end of a zlib stream still decodes fine: only the archived checksum sees it."""
+    content = b"hello " * 100
+    stored = zlib.compress(content) + b"\0\0"
+    xml = toc_doc(file_xml(1, "m", content, offset=20, encoding="application/x-gzip", stored=stored))
+    with XarReader(io.BytesIO(make_xar(xml, stored))) as reader:
+        assert reader.read("m") == content
+    with XarReader(io.BytesIO(make_xar(xml, stored[:-1] + b"\1"))) as reader:
+        with pytest.raises(ChecksumError, match="archived"):
+            reader.read("m")
+
+
+def test_unseekable_input_is_refused():
+    read_end, write_end = os.pipe()
+    os.write(write_end, RELIC.read_bytes()[:1000])
+    os.close(write_end)
+    with open(read_end, "rb") as pipe:
+        with pytest.raises(FormatError, match="seekable"):
+            XarReader(pipe)
+
+
 def test_unknown_encoding_is_unsupported(tmp_path: Path):
     blob = make_xar(toc_doc(file_xml(1, "m", b"abc", offset=20, encoding="application/zstd")), b"abc")
     with XarReader(io.BytesIO(blob)) as reader:
