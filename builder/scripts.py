@@ -68,10 +68,25 @@ class PayloadFile:
 
 
 def shquote(value: object) -> str:
-    """shlex.quote's single-quoting rule, applied always (shlex leaves `a` bare) so every value
-    in a template reads the same way."""
+    """shlex.quote's single quoting, applied always (shlex leaves `a` bare) so every value reads
+    the same way; `$` and backquotes are escaped outside the quotes, so shellcheck (SC2016) does
+    not take a literal `$(...)` in a path for an expansion the author forgot."""
     text = str(value)
-    return "'" + text.replace("'", "'\"'\"'") + "'"
+    if text == "":
+        return "''"
+    parts: list[str] = []
+    run = ""
+    for ch in text:
+        if ch in "'$`":
+            if run:
+                parts.append("'" + run + "'")
+                run = ""
+            parts.append({"'": "\\'", "$": "\\$", "`": "\\`"}[ch])
+        else:
+            run += ch
+    if run:
+        parts.append("'" + run + "'")
+    return "".join(parts)
 
 
 @cache

@@ -36,7 +36,7 @@ HOSTILE = replace(
     fleet="acme-prod-2",
     conf_path=f"{HOSTILE_DIR}/1E Client\\n.conf",
     binary_path=f"{HOSTILE_DIR}/1E.Client",
-    daemon_label="com.1e.pkg.1E.Client;touch${IFS}/tmp/pwned3",
+    daemon_label="com.1e.pkg.1E.Client;touch${IFS}pwned3",
     daemon_plist="/Library/LaunchDaemons/com.1e 'pkg' $HOME.plist",
     client_settings=(("Switch", "tachyon.acme.local:4000 $(touch /tmp/pwned4) 'x' \"y\" \\"),
                      ("BackgroundChannelUrl", "https://tachyon/Background?a=1&b=`id`")),
