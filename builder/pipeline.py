@@ -260,8 +260,10 @@ def build_distribution(*, title: str, identifier: str, version: str, min_os: str
             if ref.children:
                 vendor_children.setdefault(ref.id, ref.children)
     for pkg_id, pkg_version, kbytes, name in ordered:
+        if pkg_id in vendor_children:  # productbuild's shape: children on a pkg-ref of their own
+            refs.append(PkgRef(id=pkg_id, children=vendor_children[pkg_id]))
         refs.append(PkgRef(id=pkg_id, version=pkg_version, install_kbytes=kbytes, auth="Root",
-                           on_conclusion="none", path=f"#{name}", children=vendor_children.get(pkg_id, ())))
+                           on_conclusion="none", path=f"#{name}"))
         choices.append(Choice(id=pkg_id, attributes=(("visible", "false"),), pkg_refs=(pkg_id,)))
     outline = (Line("default", tuple(Line(pkg_id) for pkg_id, *_ in ordered)),)
     return Distribution(

@@ -1,0 +1,241 @@
+"""The main job end to end: `fleetpkg demo` / `fleetpkg build`, checked with bsdtar, openssl and plistlib."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, require_tool
+
+EPOCH = "1767225600"  # 2026-01-01T00:00:00Z
+VERSION = "5.1.0.12-1"
+
+
+def fleetpkg(*args, env=None, check=False, timeout=300):
+    full_env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, **(env or {}))
+    result = subprocess.run([sys.executable, "-m", "builder.cli", *map(str, args)], capture_output=True,
+                            text=True, env=full_env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"fleetpkg {args} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """One demo fleet, built once for the module (the build is what most tests read)."""
+    folder = tmp_path_factory.mktemp("demo") / "fleet"
+    result = fleetpkg("demo", folder, check=True)
+    assert "Built demo" in result.stdout
+    return folder
+
+
+def build_dir(folder: Path) -> Path:
+    return folder / "dist" / f"demo-{VERSION}"
+
+
+def bsdtar_member(pkg: Path, member: str) -> bytes:
+    return subprocess.run([require_tool("bsdtar"), "-xOf", str(pkg), member], check=True,
+                          capture_output=True).stdout
+
+
+def test_demo_writes_every_artifact(demo):
+    out = build_dir(demo)
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    for host in ("MAC01.local", "MAC02.local", "mac03.local"):
+        assert f"profiles/devices/{host}.mobileconfig" in names
+        assert f"profiles/devices/{host}.signed.mobileconfig" in names
+        assert f"identity/{host}.pkg" in names
+    assert {f"demo-1E-Client-{VERSION}.pkg", "manifest.json", "SHA256SUMS", "uninstall.sh",
+            "profiles/trust.mobileconfig", "profiles/login-items.mobileconfig"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_path = {a["path"]: a for a in manifest["artifacts"]}
+    for rel, art in by_path.items():
+        mode = (out / rel).stat().st_mode & 0o777
+        if art["secret"]:
+            assert mode == 0o600, rel
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == art["sha256"]
+    assert by_path["identity/MAC01.local.pkg"]["secret"] is True
+    assert by_path["profiles/trust.mobileconfig"]["secret"] is False
+    assert by_path[f"demo-1E-Client-{VERSION}.pkg"]["signed"].startswith("CN=Developer ID Installer")
+    sums = subprocess.run([require_tool("sha256sum"), "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+
+
+def test_wrapper_extracts_and_embeds_vendor_byte_for_byte(demo, tmp_path):
+    wrapper = build_dir(demo) / f"demo-1E-Client-{VERSION}.pkg"
+    vendor = demo / "vendor" / "1e.client-macOS_v5.1.0.12-standin.pkg"
+    bsdtar = require_tool("bsdtar")
+    subprocess.run([bsdtar, "-xf", str(wrapper), "-C", str(tmp_path)], check=True)
+    for member in ("Bom", "Payload", "PackageInfo"):
+        assert bsdtar_member(vendor, member) == (tmp_path / "com.1e.pkg.1E.Client.pkg" / member).read_bytes()
+    # the configure payload installs the conf fragment, health check and uninstaller
+    listing = subprocess.run(f"gunzip -c '{tmp_path}/configure.pkg/Payload' | cpio -it --quiet", shell=True,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    support = "./Library/Application Support/fleetpkg/demo"
+    assert {f"{support}/doctor", f"{support}/fleet.conf", f"{support}/uninstall.sh"} <= set(listing)
+
+
+def test_distribution_orders_choices_and_declares_architectures(demo):
+    wrapper = build_dir(demo) / f"demo-1E-Client-{VERSION}.pkg"
+    root = ET.fromstring(bsdtar_member(wrapper, "Distribution"))
+    assert root.find("options").get("hostArchitectures") == "arm64,x86_64"
+    outline = [line.get("choice") for line in root.find("choices-outline").iter("line")][1:]
+    assert outline == ["com.example.fleetpkg-demo.prepare", "com.1e.pkg.1E.Client",
+                       "com.example.fleetpkg-demo.configure"]
+    refs = {r.get("id"): r for r in root.findall("pkg-ref") if (r.text or "").startswith("#")}
+    assert refs["com.1e.pkg.1E.Client"].text == "#com.1e.pkg.1E.Client.pkg"
+    assert refs["com.1e.pkg.1E.Client"].get("version") == "5.1.0.12"
+    assert all(r.get("onConclusion") == "none" for r in refs.values())
+    assert root.find("allowed-os-versions/os-version").get("min") == "11.0"
+
+
+def test_inspect_and_verify_read_the_build(demo):
+    out = build_dir(demo)
+    inspected = json.loads(fleetpkg("inspect", out / f"demo-1E-Client-{VERSION}.pkg", "--json", check=True).stdout)
+    assert inspected["kind"] == "product" and inspected["signed"] is True
+    assert [p["identifier"] for p in inspected["packages"]] == [
+        "com.example.fleetpkg-demo.prepare", "com.1e.pkg.1E.Client", "com.example.fleetpkg-demo.configure"]
+    verified = fleetpkg("verify", out, "--json", "--trust-root", demo / "pki" / "demo-root.cer")
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0, report
+    assert report["ok"] is True and report["problems"] == []
+
+
+def test_verify_names_each_damaged_artifact(demo, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(build_dir(demo), copy)
+    profile = copy / "profiles" / "trust.mobileconfig"
+    profile.write_bytes(profile.read_bytes().replace(b"fleetpkg demo", b"fleetpkg dem0", 1))
+    (copy / "stray.txt").write_text("not built\n")
+    os.chmod(copy / "identity" / "MAC02.local.pkg", 0o644)
+    result = fleetpkg("verify", copy, "--json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert any(p.startswith("profiles/trust.mobileconfig: sha256") for p in problems)
+    assert any(p.startswith("stray.txt:") for p in problems)
+    assert any(p.startswith("identity/MAC02.local.pkg:") and "0644" in p for p in problems)
+
+
+def test_rebuild_is_byte_identical_except_secrets(demo, tmp_path):
+    first = build_dir(demo)
+    fleetpkg("build", demo / "fleet.toml", "-o", tmp_path / "again", check=True)
+    second = tmp_path / "again" / f"demo-{VERSION}"
+    a = json.loads((first / "manifest.json").read_text())["artifacts"]
+    b = json.loads((second / "manifest.json").read_text())["artifacts"]
+    assert [x["path"] for x in a] == [x["path"] for x in b]
+    for x, y in zip(a, b):
+        if x["secret"]:
+            continue
+        assert x == y, x["path"]
+        assert (first / x["path"]).read_bytes() == (second / y["path"]).read_bytes()
+    secret_differs = [x["path"] for x, y in zip(a, b) if x["secret"] and x["sha256"] != y["sha256"]]
+    assert secret_differs, "secret artifacts carry fresh salts and passwords on every build"
+
+
+def test_interrupted_build_leaves_no_entry_then_rebuild_is_identical(demo, tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH)
+    rng = random.Random(7)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "builder.cli", "build", str(demo / "fleet.toml"),
+                                 "-o", str(out), "--jobs", "1"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 1.2))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        entries = os.listdir(out) if out.exists() else []
+        # either the build had already finished, or nothing at all is left behind
+        assert entries in ([], [f"demo-{VERSION}"]), entries
+        if entries:
+            shutil.rmtree(out / entries[0])
+    fleetpkg("build", demo / "fleet.toml", "-o", out, check=True)
+    wrapper = f"demo-1E-Client-{VERSION}.pkg"
+    assert (out / f"demo-{VERSION}" / wrapper).read_bytes() == (build_dir(demo) / wrapper).read_bytes()
+
+
+def test_failing_device_stops_the_build_unless_skipped(demo, tmp_path):
+    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=20)).strftime("%Y-%m-%d")
+    failed = fleetpkg("build", demo / "fleet.toml", "-o", tmp_path / "a", "--at", later)
+    assert failed.returncode == 1
+    assert "mac03.local" in failed.stderr and "validity" in failed.stderr
+    assert not (tmp_path / "a").exists() or os.listdir(tmp_path / "a") == []
+    skipped = fleetpkg("build", demo / "fleet.toml", "-o", tmp_path / "b", "--at", later,
+                       "--skip-failed-devices", "--json")
+    assert skipped.returncode == 0, skipped.stderr
+    doc = json.loads(skipped.stdout)
+    assert doc["skipped_devices"] == ["mac03.local"]
+    paths = {a["path"] for a in doc["artifacts"]}
+    assert "identity/MAC01.local.pkg" in paths and "identity/mac03.local.pkg" not in paths
+
+
+def _fleet_with_vendor(demo: Path, tmp_path: Path, vendor: Path) -> Path:
+    folder = tmp_path / "fleet"
+    shutil.copytree(demo, folder, ignore=shutil.ignore_patterns("dist"))
+    toml = (folder / "fleet.toml").read_text()
+    old = 'package = "vendor/1e.client-macOS_v5.1.0.12-standin.pkg"'
+    assert old in toml
+    (folder / "fleet.toml").write_text(toml.replace(old, f'package = "{vendor}"'))
+    return folder / "fleet.toml"
+
+
+def test_foreign_vendor_is_refused_without_the_flag(demo, tmp_path):
+    config = _fleet_with_vendor(demo, tmp_path, FIXTURES / "pkg" / "macinstall-test.pkg")
+    result = fleetpkg("build", config, "-o", tmp_path / "out")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a 1E Client package" in lines[0] and "--allow-foreign-vendor" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_vendor_product_archive_is_merged(demo, tmp_path):
+    vendor = FIXTURES / "pkg" / "relic-dummy.pkg"
+    config = _fleet_with_vendor(demo, tmp_path, vendor)
+    result = fleetpkg("build", config, "-o", tmp_path / "out", "--allow-foreign-vendor", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert any("vendor guide" in note for note in doc["notes"])  # fallbacks are reported, not silent
+    wrapper = next(tmp_path.glob("out/*/*.pkg"))
+    vendor_dist = ET.fromstring(bsdtar_member(vendor, "Distribution"))
+    vendor_refs = [r.text.lstrip("#") for r in vendor_dist.findall("pkg-ref") if (r.text or "").startswith("#")]
+    for name in vendor_refs:
+        for member in ("Bom", "Payload", "PackageInfo"):
+            assert bsdtar_member(wrapper, f"{name}/{member}") == bsdtar_member(vendor, f"{name}/{member}")
+    ours = ET.fromstring(bsdtar_member(wrapper, "Distribution"))
+    assert ours.find("options").get("hostArchitectures") == "arm64,x86_64"
+    # the vendor's constraints carry over: its volume-check OS floor and its bundle-version children
+    assert ours.find("volume-check/allowed-os-versions/os-version").get("min") == "11.0"
+    assert ours.find("pkg-ref/bundle-version/bundle").get("id") == "com.sas.dummy"
+
+
+def test_vendor_inside_zip(demo, tmp_path):
+    bsdtar = require_tool("bsdtar")
+    src = tmp_path / "zipsrc" / "1e.client-macOS_v5.1.0.12"
+    src.mkdir(parents=True)
+    shutil.copy(demo / "vendor" / "1e.client-macOS_v5.1.0.12-standin.pkg", src / "1e.client-macOS_v5.1.0.12.pkg")
+    archive = tmp_path / "1e.client-macOS.zip"
+    subprocess.run([bsdtar, "-a", "-cf", str(archive), "-C", str(src.parent), src.name], check=True)
+    config = _fleet_with_vendor(demo, tmp_path, archive)
+    result = fleetpkg("build", config, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "1e.client-macOS.zip > " in result.stderr
+    wrapper = tmp_path / "out" / f"demo-{VERSION}" / f"demo-1E-Client-{VERSION}.pkg"
+    assert wrapper.read_bytes() == (build_dir(demo) / f"demo-1E-Client-{VERSION}.pkg").read_bytes()
+
+
+def test_json_is_one_document_and_nothing_else(demo, tmp_path):
+    result = fleetpkg("build", demo / "fleet.toml", "-o", tmp_path / "out", "--json", check=True)
+    doc = json.loads(result.stdout)  # raises if anything else is on stdout
+    assert doc["ok"] is True and doc["summary"]["devices"] == 3 and doc["summary"]["warnings"] >= 1
+    assert result.stderr == ""
