@@ -1,0 +1,109 @@
+"""DEPLOY.md: the admin's instructions for this very build, from the artifacts actually staged.
+
+Per-device files are folded into one table row each (`profiles/devices/<hostname>.mobileconfig`,
+"3 files"), so the table stays readable for a fleet of thousands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import render, text_file
+
+# What each kind of artifact is, for the table. Kinds from elsewhere fall back to a pointer.
+DESCRIPTIONS = {
+    "wrapper-pkg": "The wrapper installer: the vendor's 1E Client package, this fleet's settings, the "
+                   "health check and the uninstaller. Deploy it to every Mac.",
+    "trust-profile": "CA certificates (root + intermediates) for the whole fleet, unsigned XML for MDM upload.",
+    "trust-profile-signed": "The same CA profile, signed: for Jamf's web upload and manual installs.",
+    "login-items-profile": "Background-items approval for the 1E Client daemon (MDM only), unsigned XML.",
+    "login-items-profile-signed": "The same background-items profile, signed (Jamf web upload).",
+    "device-profile": "One Mac's client identity (certificate + key) and the CA chain, unsigned XML for MDM upload.",
+    "device-profile-signed": "The same identity profile, signed: for a manual install on that Mac or Jamf's web upload.",
+    "identity-pkg": "Per-Mac identity package for Macs without MDM (imports the identity into the System keychain).",
+    "uninstall-script": "Removes the 1E Client and everything the wrapper installed (run with sudo on the Mac).",
+    "munki-pkg": "Munki: the wrapper, for the repo's pkgs/ folder.",
+    "munki-identity-pkg": "Munki: a copy of a Mac's identity package, for the repo's pkgs/ folder.",
+    "munki-pkginfo": "Munki: pkginfo for the repo's pkgsinfo/ folder.",
+    "munki-identity-pkginfo": "Munki: pkginfo of a Mac's identity item (installable only on that Mac).",
+    "jamf-pkg": "Jamf Pro: the wrapper, to upload as a package.",
+    "jamf-trust-profile": "Jamf Pro: CA profile for API upload (unsigned).",
+    "jamf-trust-profile-signed": "Jamf Pro: CA profile for web upload (signed).",
+    "jamf-login-items-profile": "Jamf Pro: background-items profile for API upload (unsigned).",
+    "jamf-login-items-profile-signed": "Jamf Pro: background-items profile for web upload (signed).",
+    "jamf-device-profile": "Jamf Pro: a Mac's identity profile for API upload (unsigned), scoped to that computer.",
+    "jamf-device-profile-signed": "Jamf Pro: a Mac's identity profile for web upload (signed).",
+    "jamf-scoping": "Jamf Pro: which identity profile to scope to which computer (hostname, serial, profile).",
+    "jamf-extension-attribute": "Jamf Pro: extension attribute script reporting the health check's verdict.",
+    "jamf-notes": "Jamf Pro: upload notes for this build.",
+    "intune-pkg": "Intune: the wrapper, for a \"macOS app (PKG)\" app.",
+    "intune-preinstall-script": "Intune: pre-install script (macOS version, free space, Rosetta 2); a failure "
+                                "skips the install until the next check-in.",
+    "intune-postinstall-script": "Intune: post-install script that runs the health check (its verdict goes "
+                                 "to the Intune agent's log).",
+    "intune-trust-profile": "Intune: CA profile as a custom configuration profile (unsigned).",
+    "intune-login-items-profile": "Intune: background-items profile as a custom configuration profile (unsigned).",
+    "intune-device-profile": "Intune: a Mac's identity profile as a custom configuration profile (unsigned).",
+    "intune-notes": "Intune: detection rules for the app.",
+}
+FINAL_FILES = (
+    ("DEPLOY.md", "This file."),
+    ("manifest.json", "Every artifact with its kind, SHA-256, size, secret flag and signer."),
+    ("SHA256SUMS", "Checksums of every artifact (`sha256sum -c SHA256SUMS`)."),
+)
+# Kinds whose file name starts with a prefix before the host name.
+_NAME_PREFIX_KINDS = {"munki-identity-pkginfo"}
+
+
+@dataclass(frozen=True)
+class Row:
+    pattern: str
+    kind: str
+    count: int
+    secret: bool
+    signed: str | None
+    what: str
+
+
+def _device_pattern(path: str, hosts: set[str], prefix: str) -> str:
+    """path with its host name replaced by <hostname>, or unchanged when it names no device."""
+    folder, _, base = path.rpartition("/")
+    start = len(prefix) if prefix and base.startswith(prefix) else 0
+    best = None
+    for i in range(start + 1, len(base) + 1):
+        if (i == len(base) or base[i] in ".-") and base[start:i] in hosts:
+            best = i
+    if best is None:
+        return path
+    base = base[:start] + "<hostname>" + base[best:]
+    return f"{folder}/{base}" if folder else base
+
+
+def artifact_rows(artifacts, info) -> list[Row]:
+    hosts = {d.hostname for d in info.devices}
+    identity_prefix = f"{info.targets.munki.name}-identity-" if info.targets.munki else ""
+    groups: dict[tuple[str, str], list] = {}
+    for art in artifacts:
+        prefix = identity_prefix if art.kind in _NAME_PREFIX_KINDS else ""
+        pattern = _device_pattern(art.path, hosts, prefix)
+        groups.setdefault((pattern, art.kind), []).append(art)
+    rows = []
+    for (pattern, kind), arts in sorted(groups.items()):
+        signers = sorted({a.signed for a in arts if a.signed})
+        rows.append(Row(pattern, kind, len(arts), any(a.secret for a in arts),
+                        ", ".join(signers) or None,
+                        DESCRIPTIONS.get(kind, f"{kind} (see manifest.json)")))
+    return rows
+
+
+def render_deploy(info, artifacts, sections: dict) -> str:
+    rows = artifact_rows(artifacts, info)
+    device_profile = {d.hostname: (d.signed_profile or d.profile) for d in info.devices}
+    return render("DEPLOY.md.j2", info=info, rows=rows, final_files=FINAL_FILES, sections=sections,
+                  device_profile=device_profile, manual_profile_signed=any(d.signed_profile for d in info.devices),
+                  doctor=f"{info.support_dir}/doctor", uninstall=f"{info.support_dir}/uninstall.sh",
+                  wrapper_name=info.wrapper.rsplit("/", 1)[-1])
+
+
+def write_deploy(info, stage, sections: dict) -> None:
+    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections), kind="deploy-notes")
