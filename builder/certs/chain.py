@@ -33,6 +33,9 @@ from ..errors import CertificateError
 
 MAX_DEPTH = 8
 
+# Signature and CA checks are cached per certificate (x509.Certificate hashes and compares by its
+# DER): across a fleet the same intermediate/root pairs come up for every device.
+
 
 def utc(at: datetime | None) -> datetime:
     """`at` as an aware UTC datetime (naive = UTC; None = the build time)."""
@@ -54,6 +57,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+@functools.lru_cache(maxsize=4096)
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether `issuer`'s name and key signed `cert`. Weak hashes (SHA-1, MD5) are accepted here:
     judging them is the key-strength rule's job, not the chain's."""
@@ -80,10 +84,12 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)
 def is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and signed_by(cert, cert)
 
 
+@functools.lru_cache(maxsize=256)
 def _ca_problem(cert: x509.Certificate) -> str | None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -202,6 +208,29 @@ def _verifier(root_ders: tuple[bytes, ...], at: datetime):
     return (PolicyBuilder().store(Store(roots)).time(at).max_chain_depth(MAX_DEPTH)
             .extension_policies(ca_policy=ca_policy, ee_policy=ExtensionPolicy.permit_all())
             .build_client_verifier())
+
+
+@functools.lru_cache(maxsize=32)
+def _anchors(cas: tuple[x509.Certificate, ...]) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
+    """(DER of the self-signed configured CAs, the other configured CAs) for a CA set."""
+    roots = tuple(sorted(_der(c) for c in cas if is_self_signed(c)))
+    return roots, tuple(c for c in cas if not is_self_signed(c))
+
+
+def verify_fast(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
+                extra: Sequence[x509.Certificate], at: datetime) -> bool:
+    """Whether cryptography's validator accepts `leaf` against the configured roots, with the
+    configured intermediates and the .pfx's certificates as candidates. The common case -- a
+    good certificate -- is settled here with one validator call; only failures are walked by
+    build_chain to say what is wrong."""
+    roots, intermediates = _anchors(tuple(cas))
+    if not roots:
+        return False
+    try:
+        _verifier(roots, utc(at)).verify(leaf, list(intermediates) + list(extra))
+    except VerificationError:
+        return False
+    return True
 
 
 def verify_path(leaf: x509.Certificate, chain: Sequence[x509.Certificate], at: datetime) -> str | None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .. import der
 from ..errors import CertificateError, FormatError
 from . import kdf, rc2
+from .tlv import kid, kids, oid, root
 
 # PKCS#12 PBE (RFC 7292 appendix C): oid -> (name, cipher, key bytes, iv bytes, RC2 effective bits)
 PKCS12_PBE = {
@@ -77,25 +78,25 @@ def _iterations(node: der.Node) -> int:
 
 def parse(alg: der.Node) -> Pbe:
     """AlgorithmIdentifier -> Pbe. Unsupported schemes raise CertificateError naming them."""
-    parts = alg.expect(der.SEQUENCE, "AlgorithmIdentifier").children()
+    parts = kids(alg.expect(der.SEQUENCE, "AlgorithmIdentifier"))
     if not parts:
         raise FormatError("empty AlgorithmIdentifier")
-    oid = parts[0].as_oid()
-    if oid in PKCS12_PBE:
-        name, cipher, key_len, _, bits = PKCS12_PBE[oid]
-        params = parts[1].expect(der.SEQUENCE, "PBE parameters").children() if len(parts) > 1 else []
+    alg_oid = oid(parts[0])
+    if alg_oid in PKCS12_PBE:
+        name, cipher, key_len, _, bits = PKCS12_PBE[alg_oid]
+        params = kids(parts[1].expect(der.SEQUENCE, "PBE parameters")) if len(parts) > 1 else []
         if len(params) != 2:
             raise FormatError("PKCS#12 PBE parameters must be (salt, iterations)")
-        return Pbe(oid, name, "pkcs12", "sha1", params[0].as_octets(), _iterations(params[1]),
+        return Pbe(alg_oid, name, "pkcs12", "sha1", params[0].as_octets(), _iterations(params[1]),
                    cipher, key_len, None, bits)
-    if oid == PBES2:
+    if alg_oid == PBES2:
         if len(parts) < 2:
             raise FormatError("PBES2 without parameters")
-        kdf_alg, enc_alg = parts[1].expect(der.SEQUENCE, "PBES2 parameters").children()[:2]
-        kdf_parts = kdf_alg.children()
-        if kdf_parts[0].as_oid() != PBKDF2:
-            raise CertificateError(f"unsupported PBES2 key derivation {kdf_parts[0].as_oid()} (only PBKDF2)")
-        kp = kdf_parts[1].expect(der.SEQUENCE, "PBKDF2 parameters").children()
+        kdf_alg, enc_alg = kids(parts[1].expect(der.SEQUENCE, "PBES2 parameters"))[:2]
+        kdf_parts = kids(kdf_alg)
+        if oid(kdf_parts[0]) != PBKDF2:
+            raise CertificateError(f"unsupported PBES2 key derivation {oid(kdf_parts[0])} (only PBKDF2)")
+        kp = kids(kdf_parts[1].expect(der.SEQUENCE, "PBKDF2 parameters"))
         salt = kp[0].as_octets()
         iterations = _iterations(kp[1])
         rest = kp[2:]
@@ -105,12 +106,12 @@ def parse(alg: der.Node) -> Pbe:
             rest = rest[1:]
         prf = "sha1"
         if rest:
-            prf_oid = rest[0].child(0).as_oid()
+            prf_oid = oid(kid(rest[0], 0))
             if prf_oid not in HMAC_PRF:
                 raise CertificateError(f"unsupported PBKDF2 PRF {prf_oid}")
             prf = HMAC_PRF[prf_oid]
-        enc_parts = enc_alg.children()
-        enc_oid = enc_parts[0].as_oid()
+        enc_parts = kids(enc_alg)
+        enc_oid = oid(enc_parts[0])
         if enc_oid not in PBES2_CIPHERS:
             raise CertificateError(f"unsupported PBES2 cipher {enc_oid}")
         cname, cipher, ckey_len = PBES2_CIPHERS[enc_oid]
@@ -121,12 +122,12 @@ def parse(alg: der.Node) -> Pbe:
         if len(iv) != want_iv:
             raise FormatError(f"{cname} IV must be {want_iv} bytes, found {len(iv)}")
         prf_name = "hmacWith" + prf.upper()
-        return Pbe(oid, f"PBES2/PBKDF2-{prf_name}/{cname}", "pbkdf2", prf, salt, iterations,
+        return Pbe(alg_oid, f"PBES2/PBKDF2-{prf_name}/{cname}", "pbkdf2", prf, salt, iterations,
                    cipher, ckey_len, iv)
-    if oid in PKCS12_RC4:
-        raise CertificateError(f"unsupported encryption {PKCS12_RC4[oid]} (RC4)",
+    if alg_oid in PKCS12_RC4:
+        raise CertificateError(f"unsupported encryption {PKCS12_RC4[alg_oid]} (RC4)",
                                hint="re-export the .pfx with 3DES or AES")
-    raise CertificateError(f"unsupported encryption algorithm {oid}",
+    raise CertificateError(f"unsupported encryption algorithm {alg_oid}",
                            hint="re-export the .pfx with 3DES or AES")
 
 

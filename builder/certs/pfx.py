@@ -30,6 +30,7 @@ from .model import Identity
 from .pbe import HMAC_PRF, PBKDF2, DecryptError, Pbe
 from .pbe import decrypt as pbe_decrypt
 from .pbe import parse as parse_pbe
+from .tlv import kid, kids, oid, root
 
 # RFC 7292 / PKCS#7 object identifiers
 DATA = "1.2.840.113549.1.7.1"
@@ -65,6 +66,7 @@ class MacInfo:
     iterations: int
     kdf_hash: str  # PKCS#12 KDF hash, or PBKDF2 PRF hash for PBMAC1
     key_len: int
+    digest: bytes = b""  # the MAC value stored in the file
 
     @property
     def name(self) -> str:
@@ -113,23 +115,24 @@ def _password_forms(password: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _parse_mac(node: der.Node) -> MacInfo:
-    parts = node.expect(der.SEQUENCE, "MacData").children()
-    digest_info = parts[0].children()
-    alg = digest_info[0].children()
-    oid = alg[0].as_oid()
+    parts = kids(node.expect(der.SEQUENCE, "MacData"))
+    digest_info = kids(parts[0])
+    alg = kids(digest_info[0])
+    digest = digest_info[1].as_octets()
+    alg_oid = oid(alg[0])
     salt = parts[1].as_octets()
     iterations = parts[2].as_int() if len(parts) > 2 else 1
     if not 1 <= iterations <= kdf.MAX_ITERATIONS:
         raise FormatError(f"MAC iteration count {iterations} is out of range")
-    if oid in DIGESTS:
-        name = DIGESTS[oid]
-        return MacInfo("pkcs12", name, salt, iterations, name, hashlib.new(name).digest_size)
-    if oid == PBMAC1:
-        params = alg[1].children()
-        kdf_alg, mac_alg = params[0].children(), params[1].children()
-        if kdf_alg[0].as_oid() != PBKDF2:
+    if alg_oid in DIGESTS:
+        name = DIGESTS[alg_oid]
+        return MacInfo("pkcs12", name, salt, iterations, name, hashlib.new(name).digest_size, digest)
+    if alg_oid == PBMAC1:
+        params = kids(alg[1])
+        kdf_alg, mac_alg = kids(params[0]), kids(params[1])
+        if oid(kdf_alg[0]) != PBKDF2:
             raise CertificateError("unsupported PBMAC1 key derivation (only PBKDF2)")
-        kp = kdf_alg[1].children()
+        kp = kids(kdf_alg[1])
         ksalt, kiter = kp[0].as_octets(), kp[1].as_int()
         if not 1 <= kiter <= kdf.MAX_ITERATIONS:
             raise FormatError(f"PBMAC1 iteration count {kiter} is out of range")
@@ -138,28 +141,28 @@ def _parse_mac(node: der.Node) -> MacInfo:
         if rest and rest[0].tag == der.INTEGER:
             key_len = rest[0].as_int()
             rest = rest[1:]
-        prf = HMAC_PRF.get(rest[0].child(0).as_oid()) if rest else "sha1"
-        mac_hash = HMAC_PRF.get(mac_alg[0].as_oid())
+        prf = HMAC_PRF.get(oid(kid(rest[0], 0))) if rest else "sha1"
+        mac_hash = HMAC_PRF.get(oid(mac_alg[0]))
         if prf is None or mac_hash is None:
             raise CertificateError("unsupported PBMAC1 hash")
         if key_len is None or not 1 <= key_len <= 64:
             raise FormatError("PBMAC1 without a valid PBKDF2 key length")
-        return MacInfo("pbmac1", mac_hash, ksalt, kiter, prf, key_len)
-    raise CertificateError(f"unsupported MAC algorithm {oid}")
+        return MacInfo("pbmac1", mac_hash, ksalt, kiter, prf, key_len, digest)
+    raise CertificateError(f"unsupported MAC algorithm {alg_oid}")
 
 
 def _attributes(bag_parts: list[der.Node]) -> tuple[str | None, bytes | None]:
     name = key_id = None
     if len(bag_parts) > 2:
-        for attr in bag_parts[2].expect(der.SET, "bag attributes").children():
-            kids = attr.children()
-            oid = kids[0].as_oid()
-            values = kids[1].expect(der.SET, "attribute values").children() if len(kids) > 1 else []
+        for attr in kids(bag_parts[2].expect(der.SET, "bag attributes")):
+            pieces = kids(attr)
+            attr_oid = oid(pieces[0])
+            values = kids(pieces[1].expect(der.SET, "attribute values")) if len(pieces) > 1 else []
             if not values:
                 continue
-            if oid == FRIENDLY_NAME:
+            if attr_oid == FRIENDLY_NAME:
                 name = values[0].as_string()
-            elif oid == LOCAL_KEY_ID:
+            elif attr_oid == LOCAL_KEY_ID:
                 key_id = values[0].as_octets()
     return name, key_id
 
@@ -181,38 +184,38 @@ class _Reader:
     def safe_contents(self, data: bytes, container_pbe: Pbe | None, depth: int = 0) -> None:
         if depth > MAX_BAG_DEPTH:
             raise FormatError("SafeContents nested too deeply")
-        for bag in der.parse(data).expect(der.SEQUENCE, "SafeContents").children():
-            parts = bag.expect(der.SEQUENCE, "SafeBag").children()
+        for bag in kids(root(data).expect(der.SEQUENCE, "SafeContents")):
+            parts = kids(bag.expect(der.SEQUENCE, "SafeBag"))
             if len(parts) < 2:
                 raise FormatError("SafeBag without a value")
-            bag_id = parts[0].as_oid()
-            value = parts[1].expect(0xA0, "SafeBag value").child(0)
+            bag_id = oid(parts[0])
+            value = kid(parts[1].expect(0xA0, "SafeBag value"), 0)
             name, key_id = _attributes(parts)
             if bag_id == KEY_BAG:
                 self.keys.append(KeyBag(value.expect(der.SEQUENCE, "PrivateKeyInfo").raw, None, name, key_id))
             elif bag_id == SHROUDED_KEY_BAG:
-                epki = value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo").children()
+                epki = kids(value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo"))
                 pbe = parse_pbe(epki[0])
                 plain = self.decrypt(pbe, epki[1].as_octets())
                 self.keys.append(KeyBag(plain, pbe, name, key_id))
             elif bag_id == CERT_BAG:
-                cert_parts = value.expect(der.SEQUENCE, "CertBag").children()
-                if cert_parts[0].as_oid() != X509_CERTIFICATE:
+                cert_parts = kids(value.expect(der.SEQUENCE, "CertBag"))
+                if oid(cert_parts[0]) != X509_CERTIFICATE:
                     continue  # SDSI certificates: never used for X.509 identities
-                cert_der = cert_parts[1].expect(0xA0, "certValue").child(0).as_octets()
+                cert_der = kid(cert_parts[1].expect(0xA0, "certValue"), 0).as_octets()
                 self.certs.append(CertBag(cert_der, container_pbe, name, key_id))
             elif bag_id == SAFE_CONTENTS_BAG:
                 self.safe_contents(value.raw, container_pbe, depth + 1)
             # crlBag, secretBag: not part of an identity; ignored like OpenSSL does
 
     def content_info(self, info: der.Node) -> None:
-        parts = info.expect(der.SEQUENCE, "ContentInfo").children()
-        ctype = parts[0].as_oid()
+        parts = kids(info.expect(der.SEQUENCE, "ContentInfo"))
+        ctype = oid(parts[0])
         if ctype == DATA:
-            self.safe_contents(parts[1].expect(0xA0, "content").child(0).as_octets(), None)
+            self.safe_contents(kid(parts[1].expect(0xA0, "content"), 0).as_octets(), None)
         elif ctype == ENCRYPTED_DATA:
-            enc = parts[1].expect(0xA0, "content").child(0).children()  # EncryptedData
-            eci = enc[1].expect(der.SEQUENCE, "EncryptedContentInfo").children()
+            enc = kids(kid(parts[1].expect(0xA0, "content"), 0))  # EncryptedData
+            eci = kids(enc[1].expect(der.SEQUENCE, "EncryptedContentInfo"))
             pbe = parse_pbe(eci[1])
             if len(eci) < 3:
                 return  # no content
@@ -220,7 +223,7 @@ class _Reader:
             if body.tag == 0x80:
                 ciphertext = body.value
             elif body.tag == 0xA0:
-                ciphertext = b"".join(c.as_octets() for c in body.children())
+                ciphertext = b"".join(c.as_octets() for c in kids(body))
             else:
                 raise FormatError("encryptedContent has an unexpected tag")
             self.safe_contents(self.decrypt(pbe, ciphertext), pbe)
@@ -246,21 +249,21 @@ def parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
 
 
 def _parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
-    pfx = der.parse(data).expect(der.SEQUENCE, "PFX").children()
+    pfx = kids(root(data).expect(der.SEQUENCE, "PFX"))
     if len(pfx) < 2 or pfx[0].tag != der.INTEGER or pfx[0].as_int() != 3:
         raise FormatError("expected a PFX with version 3")
-    auth = pfx[1].expect(der.SEQUENCE, "authSafe").children()
-    ctype = auth[0].as_oid()
+    auth = kids(pfx[1].expect(der.SEQUENCE, "authSafe"))
+    ctype = oid(auth[0])
     if ctype == SIGNED_DATA:
         raise CertificateError("public-key integrity mode (signedData) PKCS#12 is not supported",
                                hint="re-export the .pfx with password integrity (the usual kind)")
     if ctype != DATA:
         raise FormatError(f"unexpected authSafe content type {ctype}")
-    auth_bytes = auth[1].expect(0xA0, "authSafe content").child(0).as_octets()
+    auth_bytes = kid(auth[1].expect(0xA0, "authSafe content"), 0).as_octets()
     mac = _parse_mac(pfx[2]) if len(pfx) > 2 else None
     forms = _password_forms(password)
     if mac is not None:
-        expected = pfx[2].child(0).child(1).as_octets()
+        expected = mac.digest
         for raw, bmp in forms:
             key = mac.key(raw, bmp)
             if hmac.compare_digest(hmac.new(key, auth_bytes, mac.hash).digest(), expected):
@@ -269,7 +272,7 @@ def _parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
         else:
             raise CertificateError("wrong password (MAC verification failed)",
                                    hint="check the password source for this device")
-    infos = der.parse(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe").children()
+    infos = kids(root(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe"))
     last: Exception | None = None
     for raw, bmp in forms:  # several only for an empty password in a MAC-less file
         reader = _Reader(raw, bmp)
