@@ -147,11 +147,16 @@ def _attributes(raw: bytes | None) -> list[tuple[str, tuple[bytes, ...]]]:
     return out
 
 
-def _algorithm(node: der.Node) -> tuple[str, bytes | None]:
+def _algorithm(node: der.Node, *, null_params: bool = False) -> tuple[str, bytes | None]:
+    """(oid, raw parameters). With null_params (digests, RFC 5754; PKCS#1 v1.5, RFC 4055) the
+    parameters must be absent or NULL: anything else is a damaged or forged identifier."""
     kids = node.expect(der.SEQUENCE, "algorithm identifier").children()
-    if not kids:
-        raise FormatError("CMS algorithm identifier is empty")
-    return kids[0].as_oid(), (kids[1].raw if len(kids) > 1 else None)
+    if not kids or len(kids) > 2:
+        raise FormatError("CMS algorithm identifier is malformed")
+    oid, params = kids[0].as_oid(), (kids[1].raw if len(kids) > 1 else None)
+    if null_params and params not in (None, der.null()):
+        raise FormatError(f"CMS algorithm {oid} has unexpected parameters")
+    return oid, params
 
 
 def _signer_info(node: der.Node) -> SignerInfo:
@@ -170,7 +175,9 @@ def _signer_info(node: der.Node) -> SignerInfo:
         ski = sid.value
     else:
         raise FormatError(f"CMS SignerInfo identifier has unexpected tag 0x{sid.tag:02x}")
-    digest_alg, digest_params = _algorithm(kids[2])
+    if version != (1 if ski is None else 3):  # RFC 5652 §5.3
+        raise FormatError(f"CMS SignerInfo version {version} does not fit its signer identifier")
+    digest_alg, digest_params = _algorithm(kids[2], null_params=True)
     pos = 3
     signed_attrs = None
     if kids[pos].tag == 0xA0:
@@ -179,8 +186,12 @@ def _signer_info(node: der.Node) -> SignerInfo:
     if len(kids) < pos + 2:
         raise FormatError("CMS SignerInfo is truncated")
     sig_alg, sig_params = _algorithm(kids[pos])
+    if sig_alg in RSA_SIGNATURE_OIDS:
+        _algorithm(kids[pos], null_params=True)
     signature = kids[pos + 1].as_octets()
     unsigned: tuple = ()
+    if len(kids) > pos + 3:
+        raise FormatError("CMS SignerInfo has unexpected trailing elements")
     if len(kids) > pos + 2:
         extra = kids[pos + 2]
         if extra.tag != 0xA1:
@@ -200,11 +211,15 @@ def parse_signed_data(blob: bytes) -> SignedData:
     top = info.expect(der.SEQUENCE, "ContentInfo").children()
     if len(top) != 2 or top[0].as_oid() != OID_SIGNED_DATA or top[1].tag != 0xA0:
         raise FormatError("CMS blob is not a SignedData ContentInfo")
-    sd = top[1].child(0).expect(der.SEQUENCE, "SignedData").children()
+    wrapped = top[1].children()
+    if len(wrapped) != 1:
+        raise FormatError("CMS ContentInfo content is not exactly one SignedData")
+    sd = wrapped[0].expect(der.SEQUENCE, "SignedData").children()
     if len(sd) < 4:
         raise FormatError("CMS SignedData is truncated")
     version = sd[0].as_int()
-    digests = tuple(_algorithm(a)[0] for a in sd[1].expect(der.SET, "digestAlgorithms").children())
+    digests = tuple(_algorithm(a, null_params=True)[0]
+                    for a in sd[1].expect(der.SET, "digestAlgorithms").children())
     encap = sd[2].expect(der.SEQUENCE, "EncapsulatedContentInfo").children()
     if not encap:
         raise FormatError("CMS EncapsulatedContentInfo is empty")
@@ -221,17 +236,37 @@ def parse_signed_data(blob: bytes) -> SignedData:
         pos += 1
     if pos >= len(sd):
         raise FormatError("CMS SignedData has no signerInfos")
+    if pos + 1 != len(sd):
+        raise FormatError("CMS SignedData has unexpected elements after signerInfos")
     signers = tuple(_signer_info(s) for s in sd[pos].expect(der.SET, "signerInfos").children())
+    expected = 3 if content_type != OID_DATA or any(s.version == 3 for s in signers) else 1
+    if version not in (expected, 4, 5):  # RFC 5652 §5.1 (4 and 5 come with other certificate formats)
+        raise FormatError(f"CMS SignedData version {version} does not fit its contents")
     return SignedData(version, digests, content_type, content, tuple(certs), signers,
                       indefinite_length=info.raw[1] == 0x80)
+
+
+def load_certificate(raw: bytes) -> x509.Certificate | None:
+    """A DER certificate with every lazily parsed field forced now, or None when malformed
+    (cryptography raises ValueError, InvalidVersion, even KeyError for a bad string tag, and
+    only on first access of a field, so every field is touched here and any error means None)."""
+    try:
+        outer = der.parse(raw).children()
+        if len(outer) != 3 or outer[2].tag != der.BIT_STRING or outer[2].value[:1] != b"\x00":
+            return None  # the signature BIT STRING must have no unused bits (cryptography ignores them)
+        cert = x509.load_der_x509_certificate(raw)
+        cert.subject, cert.issuer, cert.extensions, cert.public_key()  # noqa: B018 (forces parsing)
+        cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
+    except Exception:  # noqa: BLE001 (hostile input; any parse failure is "not a certificate")
+        return None
+    return cert
 
 
 def signer_certificate(sd: SignedData, si: SignerInfo) -> x509.Certificate | None:
     """The certificate a SignerInfo names, among the ones the SignedData carries."""
     for raw in sd.certificates:
-        try:
-            cert = x509.load_der_x509_certificate(raw)
-        except ValueError:
+        cert = load_certificate(raw)
+        if cert is None:
             continue
         if si.issuer is not None:
             if cert.serial_number == si.serial and cert.issuer.public_bytes() == si.issuer:
@@ -246,23 +281,30 @@ def signer_certificate(sd: SignedData, si: SignerInfo) -> x509.Certificate | Non
     return None
 
 
-def verify_signer(si: SignerInfo, content: bytes, public_key) -> str | None:
+def verify_signer(sd: SignedData, si: SignerInfo, content: bytes, public_key) -> str | None:
     """Check one SignerInfo over detached `content`; returns None when valid, else why not.
 
     Without signed attributes the signature covers the content itself; with them it covers the
-    DER SET of attributes, whose messageDigest must equal the content's digest.
+    DER SET of attributes, whose messageDigest must equal the content's digest. The digest
+    algorithm must also be listed in the SignedData's digestAlgorithms.
     """
     algo = DIGESTS.get(si.digest_algorithm)
+    if si.digest_algorithm not in sd.digest_algorithms:
+        return "its digest algorithm is missing from the SignedData digestAlgorithms"
     if algo is None:
         return f"unsupported digest algorithm {si.digest_algorithm}"
     message = content
     if si.signed_attributes is not None:
-        digests = si.attribute_values(OID_MESSAGE_DIGEST, signed=True)
-        if len(digests) != 1:
+        try:
+            digests = si.attribute_values(OID_MESSAGE_DIGEST, signed=True)
+            stated = der.parse(digests[0]).as_octets() if len(digests) == 1 else None
+        except FormatError:
+            return "signed attributes are malformed"
+        if stated is None:
             return "signed attributes carry no single messageDigest"
         h = hashes.Hash(algo())
         h.update(content)
-        if der.parse(digests[0]).as_octets() != h.finalize():
+        if stated != h.finalize():
             return "messageDigest does not match the signed content"
         message = si.signed_attributes
     try:

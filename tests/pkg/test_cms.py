@@ -83,8 +83,8 @@ def test_apple_blob_shape(apple):
     assert list(sd.certificates) != apple["toc_certs"]
     leaf = x509.load_der_x509_certificate(apple["toc_certs"][0])
     assert cms.signer_certificate(sd, si) == leaf
-    assert cms.verify_signer(si, apple["checksum"], leaf.public_key()) is None
-    assert cms.verify_signer(si, bytes(20), leaf.public_key()) == "signature does not verify"
+    assert cms.verify_signer(sd, si, apple["checksum"], leaf.public_key()) is None
+    assert cms.verify_signer(sd, si, bytes(20), leaf.public_key()) == "signature does not verify"
 
 
 def test_ours_matches_apple_field_by_field(apple):
@@ -158,10 +158,10 @@ def test_signed_attributes_shape_from_cryptography():
     assert si.signed_attributes is not None and si.digest_algorithm == cms.OID_SHA256
     cert = cms.signer_certificate(sd, si)
     assert cert == chain.leaf
-    assert cms.verify_signer(si, content, cert.public_key()) is None
-    assert cms.verify_signer(si, b"\x02" * 20, cert.public_key()) == "messageDigest does not match the signed content"
+    assert cms.verify_signer(sd, si, content, cert.public_key()) is None
+    assert cms.verify_signer(sd, si, b"\x02" * 20, cert.public_key()) == "messageDigest does not match the signed content"
     other = make_chain("B").leaf.public_key()
-    assert cms.verify_signer(si, content, other) == "signature does not verify"
+    assert cms.verify_signer(sd, si, content, other) == "signature does not verify"
 
 
 def test_ecdsa_signer_verifies():
@@ -171,8 +171,8 @@ def test_ecdsa_signer_verifies():
             .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature]))
     sd = cms.parse_signed_data(blob)
     si = sd.signer_infos[0]
-    assert cms.verify_signer(si, b"abc", chain.leaf.public_key()) is None
-    assert cms.verify_signer(si, b"abd", chain.leaf.public_key()) is not None
+    assert cms.verify_signer(sd, si, b"abc", chain.leaf.public_key()) is None
+    assert cms.verify_signer(sd, si, b"abd", chain.leaf.public_key()) is not None
 
 
 def test_certificate_order_rule():
@@ -201,5 +201,5 @@ def test_damaged_apple_blob_never_crashes(data):
     for si in sd.signer_infos:
         cert = cms.signer_certificate(sd, si)
         if cert is not None:
-            result = cms.verify_signer(si, b"x" * 20, cert.public_key())
+            result = cms.verify_signer(sd, si, b"x" * 20, cert.public_key())
             assert result is None or isinstance(result, str)
