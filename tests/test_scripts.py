@@ -529,29 +529,30 @@ def test_hostile_values_stay_data(mac_root):
 
 # -- uninstall ---------------------------------------------------------------------------------------
 
-def test_uninstall_removes_everything_and_is_idempotent(mac_root):
-    run = install(mac_root)
+@pytest.mark.parametrize("ctx", [SAMPLE, HOSTILE], ids=["sample", "hostile"])
+def test_uninstall_removes_everything_and_is_idempotent(mac_root, ctx):
+    run = install(mac_root, ctx)
     assert run.post.returncode == 0, run.output
-    write_receipts(mac_root, SAMPLE)
-    admin_file = "/Library/Application Support/1E/Client/notes.txt"
+    write_receipts(mac_root, ctx)
+    admin_file = ctx.binary_path.rsplit("/", 1)[0] + "/notes.txt"
     mac_root.write(admin_file, "not the package's\n")
-    uninstall = f"{SAMPLE.support_dir}/uninstall.sh"
+    uninstall = f"{ctx.support_dir}/uninstall.sh"
     mac_root.clear_calls()
     result = mac_root.run([uninstall])
     assert result.returncode == 0, result.stdout + result.stderr
-    for gone in (SAMPLE.conf_path, SAMPLE.binary_path, SAMPLE.daemon_plist, SAMPLE.support_dir,
-                 SAMPLE.log_path, "/Library/Application Support/fleetpkg"):
+    for gone in (ctx.conf_path, ctx.binary_path, ctx.daemon_plist, ctx.support_dir,
+                 ctx.log_path, "/Library/Application Support/fleetpkg"):
         assert not mac_root.exists(gone), gone
     assert mac_root.exists(admin_file)  # its folder stays because it is not empty
     assert mac_root.exists("/Library/LaunchDaemons")
-    assert mac_root.daemon_state(LABEL) is None
-    assert ("bootout", f"system/{LABEL}") in tools(mac_root, "launchctl")
+    assert mac_root.daemon_state(ctx.daemon_label) is None
+    assert ("bootout", f"system/{ctx.daemon_label}") in tools(mac_root, "launchctl")
     assert [c for c in tools(mac_root, "pkgutil") if c[0] == "--forget"] == [
-        ("--forget", receipt) for receipt in SAMPLE.receipts]
-    assert ("--only-files", "--files", "com.1e.pkg.1E.Client") in tools(mac_root, "pkgutil")
+        ("--forget", receipt) for receipt in ctx.receipts]
+    assert ("--only-files", "--files", ctx.receipts[1]) in tools(mac_root, "pkgutil")
     before = mac_root.snapshot(exclude=("stubs",))
     # uninstall.sh deleted itself with the support folder: run the same text again from elsewhere
-    text = render_wrapper_scripts(SAMPLE)["uninstall.sh"]
+    text = render_wrapper_scripts(ctx)["uninstall.sh"]
     second = mac_root.run_script(text, "uninstall.sh", [], folder="/private/tmp/again")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "no receipt (already removed)" in second.stdout
