@@ -1,0 +1,281 @@
+"""How fast `fleetpkg build` turns a large fleet into artifacts, against the work it cannot avoid.
+
+Makes a fleet of N devices (a 2048-bit RSA .pfx each, exported the way Windows CAs do: PBES2 /
+PBKDF2-HMAC-SHA256 / AES-256-CBC with 2000 rounds, HMAC-SHA256 MAC), with the stand-in 1E Client
+package and signing identities of `fleetpkg demo`, then, in the same run:
+
+  build     `fleetpkg build --json` in a child process, end to end (start-up, vendor package,
+            per-device check + re-encoding + profiles + identity packages, wrapper, targets,
+            manifest) with the default --jobs (all cores): total and per-device wall time.
+  speed-up  the same build of the first --speedup-devices devices with --jobs 1 and --jobs 2.
+  floor     the PKCS#12 key derivations those files demand, timed alone on one core with
+            builder.certs' KDF functions and the files' own salts and iteration counts: reading
+            each .pfx (MAC key + two PBKDF2 bag keys) and the two p12s the build writes per device
+            (device profile, identity package: 3DES bags + SHA-1 MAC, 2048 rounds, taken back out
+            of the built artifacts). No build can skip this work: a build must decrypt the input
+            and write two freshly encrypted p12s (separate secrets per artifact, by design).
+  ratio     per-device time of the --jobs 1 build / per-device floor (target <= 1.3); the ratio
+            against the .pfx-reading floor alone is printed beside it.
+  peak RSS  the largest resident set of any process of a build (ru_maxrss of RUSAGE_CHILDREN in a
+            wrapper process whose only child is the build).
+
+RSA key generation is the slow part of making the files, so --keys keys are reused across the
+devices' certificates (each device still has its own certificate, hostname and .pfx salts).
+
+    python3 benchmarks/bench_fleet.py                   # 1,000 devices
+    python3 benchmarks/bench_fleet.py --devices 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PASSWORD = b"Bench-Export-Pw-2024"
+ITERATIONS = 2000  # Windows "AES256-SHA256" export
+
+_issuing = None
+
+
+def _gen_init(issuing_pem: bytes, issuing_key_pem: bytes) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from tests.certs import factory
+
+    global _issuing
+    _issuing = factory.Issued(x509.load_pem_x509_certificate(issuing_pem),
+                              load_pem_private_key(issuing_key_pem, None))
+
+
+def _gen_device(args: tuple[str, str, int]) -> None:
+    from tests.certs import factory
+
+    host, path, key_index = args
+    dev = factory.make_device_cert(_issuing, host, key_index=key_index,
+                                   not_before=factory.NOW - 30 * factory.DAY)
+    factory.write_pfx(Path(path), dev.certificate, dev.key, PASSWORD, [_issuing.certificate],
+                      encryption="aes", iterations=ITERATIONS)
+
+
+def make_fleet(root: Path, devices: int, keys: int, jobs: int, signed: bool) -> Path:
+    """The demo fleet's vendor package and signing identities, with `devices` devices of our own
+    CA (made with cryptography by tests/certs/factory.py, not by fleetpkg)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from builder.demo import write_demo
+    from tests.certs import factory
+
+    config = write_demo(root)
+    ca = factory.make_ca("Bench Root CA")
+    issuing = factory.make_intermediate(ca, "Bench Issuing CA")
+    factory.write_pem(root / "pki" / "demo-root.cer", ca.certificate)
+    factory.write_pem(root / "pki" / "demo-issuing.cer", issuing.certificate)
+    (root / "secrets" / "pfx-password.txt").write_bytes(PASSWORD + b"\n")
+    for old in (root / "devices").iterdir():
+        old.unlink()
+    for i in range(keys):  # generate the pooled keys once, here, not in every worker
+        factory.rsa_key(i)
+    hosts = [f"mac{i:05d}.fleet.example" for i in range(devices)]
+    work = [(h, str(root / "devices" / f"{h}.pfx"), i % keys) for i, h in enumerate(hosts)]
+    key_pem = issuing.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+    initargs = (issuing.certificate.public_bytes(serialization.Encoding.PEM), key_pem)
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, initializer=_gen_init, initargs=initargs) as pool:
+            list(pool.map(_gen_device, work, chunksize=max(1, devices // (jobs * 8))))
+    else:
+        _gen_init(*initargs)
+        for item in work:
+            _gen_device(item)
+    rows = ["hostname,pfx,serial"] + [f"{h},devices/{h}.pfx,C02B{i:07d}" for i, h in enumerate(hosts)]
+    (root / "devices.csv").write_text("\n".join(rows) + "\n")
+    if not signed:
+        text = config.read_text()
+        config.write_text(text.split("[signing]")[0] + "[targets]" + text.split("[targets]")[1])
+    return config
+
+
+def kdf_jobs(blobs):
+    """Per p12 (bytes, password), the KDF calls it demands (parameters read beforehand, untimed)."""
+    from builder.certs.kdf import bmp_password
+    from builder.certs.pfx import parse_pfx
+
+    jobs = []
+    for data, password in blobs:
+        parsed = parse_pfx(data, password)
+        jobs.append((password, bmp_password(password), parsed.mac, parsed.encryptions))
+    return jobs
+
+
+def run_floor(jobs) -> float:
+    from builder.certs.kdf import pkcs12_kdf
+
+    pkcs12_kdf.cache_clear()  # the reader keeps recent derivations; the floor must compute them all
+    start = time.perf_counter()
+    for password, bmp, mac, pbes in jobs:
+        if mac is not None:
+            mac.key(password, bmp)
+        for pbe in pbes:
+            pbe.derive(password, bmp)
+    return time.perf_counter() - start
+
+
+def input_p12s(fleet: Path) -> list[tuple[bytes, bytes]]:
+    return [(p.read_bytes(), PASSWORD) for p in sorted((fleet / "devices").glob("*.pfx"))]
+
+
+def output_p12s(dist: Path) -> list[tuple[bytes, bytes]]:
+    """The p12s a build wrote: one in each device profile, one in each identity package."""
+    import gzip
+    import io
+    import plistlib
+
+    from builder.pkg.cpio import iter_cpio
+    from builder.pkg.xar import XarReader
+    from builder.scripts import IDENTITY_PASSWORD_FILE
+
+    (out,) = [d for d in dist.iterdir() if d.is_dir()]
+    found = []
+    for profile in sorted((out / "profiles" / "devices").glob("*.mobileconfig")):
+        if profile.name.endswith(".signed.mobileconfig"):
+            continue
+        for payload in plistlib.loads(profile.read_bytes())["PayloadContent"]:
+            if payload["PayloadType"] == "com.apple.security.pkcs12":
+                found.append((payload["PayloadContent"], payload["Password"].encode()))
+    for pkg in sorted((out / "identity").glob("*.pkg")):
+        with XarReader(pkg) as xar:
+            scripts = gzip.decompress(xar.read("Scripts"))
+        files = {}
+        for entry, data in iter_cpio(io.BytesIO(scripts)):
+            files[entry.name.removeprefix("./")] = data.read()
+        p12 = next(v for k, v in files.items() if k.endswith(".p12"))
+        found.append((p12, files[IDENTITY_PASSWORD_FILE].strip()))
+    return found
+
+
+_WRAPPER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+wall = time.perf_counter() - start
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+json.dump({"wall": wall, "rc": proc.returncode, "peak_kib": peak_kib,
+           "stdout": proc.stdout.decode(errors="replace"), "stderr": proc.stderr.decode(errors="replace")},
+          sys.stdout)
+"""
+
+
+def run_build(config: Path, out: Path, jobs: int) -> dict:
+    """One `fleetpkg build` in a child of a fresh wrapper process (so RUSAGE_CHILDREN is the build's)."""
+    cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "builder.cli", "build", str(config),
+           "--json", "--jobs", str(jobs), "-o", str(out), "--at", "2025-06-01"]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("SOURCE_DATE_EPOCH", None)
+    done = subprocess.run(cmd, capture_output=True, check=True, env=env, cwd=REPO)
+    report = json.loads(done.stdout)
+    if report["rc"] != 0:
+        raise SystemExit(f"build failed (exit {report['rc']}): {report['stderr'].strip()}")
+    doc = json.loads(report["stdout"])
+    report["devices"] = doc["summary"]["ok"]
+    report["artifacts"] = len(doc["artifacts"])
+    return report
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def subset_config(config: Path, count: int) -> Path:
+    """The same fleet with only its first `count` devices (for the --jobs 1 vs 2 comparison)."""
+    root = config.parent
+    rows = (root / "devices.csv").read_text().splitlines()
+    (root / f"devices-{count}.csv").write_text("\n".join(rows[:count + 1]) + "\n")
+    sub = root / f"fleet-{count}.toml"
+    sub.write_text(config.read_text().replace('inventory = "devices.csv"', f'inventory = "devices-{count}.csv"'))
+    return sub
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--speedup-devices", type=int, default=1000,
+                    help="devices for the --jobs 1 vs --jobs 2 builds (the first N of the fleet)")
+    ap.add_argument("--keys", type=int, default=8, help="distinct RSA keys to generate (reused)")
+    ap.add_argument("--unsigned", action="store_true", help="no [signing]: unsigned wrapper and profiles")
+    ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
+    args = ap.parse_args()
+
+    tmp = None
+    if args.keep:
+        root = args.keep
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="fleetpkg-bench-fleet-")
+        root = Path(tmp.name)
+    try:
+        cores = os.cpu_count() or 1
+        print(f"machine: {machine()}")
+        t0 = time.perf_counter()
+        config = make_fleet(root / "fleet", args.devices, args.keys, cores, not args.unsigned)
+        n = args.devices
+        print(f"made {n} devices (AES-256 .pfx, {args.keys} RSA-2048 keys, "
+              f"{'unsigned' if args.unsigned else 'signed'} build) in {time.perf_counter() - t0:.1f} s")
+
+        main_run = run_build(config, root / "dist", cores)
+        assert main_run["devices"] == n, f"built {main_run['devices']} of {n} devices"
+        print(f"build --jobs {cores}: {main_run['wall']:.2f} s total, {main_run['wall'] / n * 1e3:.3f} ms/device "
+              f"wall, {main_run['artifacts']} artifacts (target: 10,000 devices < 60 s)")
+
+        sub_n = min(n, args.speedup_devices)
+        sub_config = config if sub_n == n else subset_config(config, sub_n)
+        walls = {}
+        for j in (1, 2):
+            if j == cores and sub_n == n:
+                walls[j] = main_run["wall"]
+                continue
+            r = run_build(sub_config, root / f"dist-{sub_n}-{j}", j)
+            assert r["devices"] == sub_n
+            walls[j] = r["wall"]
+            main_run["peak_kib"] = max(main_run["peak_kib"], r["peak_kib"])
+        print(f"build {sub_n} devices: --jobs 1 {walls[1]:.2f} s, --jobs 2 {walls[2]:.2f} s, "
+              f"speed-up {walls[1] / walls[2]:.2f}x (target >= 1.7x)")
+
+        floor_in = run_floor(kdf_jobs(input_p12s(root / "fleet")))
+        outputs = output_p12s(root / "dist")
+        floor_out = run_floor(kdf_jobs(outputs))
+        floor = floor_in + floor_out
+        per_dev_1 = walls[1] / sub_n
+        print(f"floor, PKCS#12 KDF work alone on 1 core (builder.certs.kdf): {floor / n * 1e3:.3f} ms/device = "
+              f"{floor_in / n * 1e3:.3f} reading the .pfx + {floor_out / n * 1e3:.3f} for the "
+              f"{len(outputs) / n:.0f} p12s written per device")
+        print(f"ratio build(--jobs 1) / floor: {per_dev_1 * n / floor:.2f} (target <= 1.30); "
+              f"against the .pfx floor alone: {per_dev_1 * n / floor_in:.2f}")
+        print(f"peak RSS (largest process of any build): {main_run['peak_kib'] / 1024:.0f} MB (target < 500 MB)")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
