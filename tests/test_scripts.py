@@ -84,14 +84,17 @@ def test_every_value_reaches_shell_single_quoted():
         assert shquote(receipt) in scripts["uninstall.sh"]
 
 
+SHELL_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                     max_size=5)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.sampled_from(["'", "$", "`", "\\", '"', " ", "*", "$(id)", "${x}", "!", "\n"]),
-                          st.text(max_size=5)), max_size=8).map("".join))
+                          SHELL_TEXT), max_size=8).map("".join))
 def test_shquote_round_trips_through_a_real_shell(value):
-    value = value.replace("\0", "")
     out = subprocess.run(["bash", "-c", f"printf %s {shquote(value)}"], capture_output=True,
-                         text=True, check=True).stdout
-    assert out == value
+                         check=True).stdout
+    assert out.decode() == value
 
 
 @pytest.mark.parametrize("change, where", [
