@@ -3,11 +3,7 @@ checked by openssl; verification of both signer shapes (no signed attributes / s
 
 from __future__ import annotations
 
-import base64
-import re
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
@@ -22,33 +18,13 @@ from builder.errors import FormatError
 from builder.pkg import cms
 from tests.conftest import FIXTURES, require_tool
 from tests.pkg.identity_factory import make_chain
+from tests.pkg.sigparts import signature_parts
 
 SIGNED = FIXTURES / "pkg" / "installomator-Installomator-0.5-c53f9d1b.pkg"
 
 
 def fixture_parts() -> dict:
-    """Independent of builder.pkg.xar: header, zlib TOC and heap slots read straight from bytes."""
-    data = SIGNED.read_bytes()
-    magic, hsize, _v, lc, _lu, alg = struct.unpack(">4sHHQQI", data[:28])
-    assert (magic, hsize, alg) == (b"xar!", 28, 1)
-    toc = zlib.decompress(data[28:28 + lc]).decode()
-    heap = 28 + lc
-
-    def slot(element: str) -> tuple[int, int]:
-        m = re.search(rf'<{element} style="\w+">\s*<offset>(\d+)</offset>\s*<size>(\d+)</size>', toc)
-        return int(m.group(1)), int(m.group(2))
-
-    rsa_off, rsa_size = slot("signature")
-    cms_off, cms_size = slot("x-signature")
-    sig_block = toc[toc.index("<signature"):toc.index("</signature>")]
-    certs = [base64.b64decode(re.sub(r"\s", "", c))
-             for c in re.findall(r"<X509Certificate>(.*?)</X509Certificate>", sig_block, re.S)]
-    return {
-        "checksum": data[heap:heap + 20],
-        "rsa": data[heap + rsa_off:heap + rsa_off + rsa_size],
-        "cms": data[heap + cms_off:heap + cms_off + cms_size],
-        "toc_certs": certs,
-    }
+    return signature_parts(SIGNED)
 
 
 @pytest.fixture(scope="module")
