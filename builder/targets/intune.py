@@ -21,7 +21,7 @@ def check_script(name: str, text: str) -> str:
     if len(text) > SCRIPT_LIMIT:
         raise BuildError(f"the Intune {name} script is {len(text):,} characters; Intune accepts at most "
                          f"{SCRIPT_LIMIT:,}", where=f"intune/{name}",
-                         hint="shorten the [client] settings or turn the Intune target off ([targets] intune = false)")
+                         hint="please report this fleetpkg bug; meanwhile build with [targets] intune = false")
     return text
 
 
