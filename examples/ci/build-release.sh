@@ -1,0 +1,126 @@
+#!/bin/bash
+# Build a fleetpkg release bundle in CI: one tarball (modes kept, so private keys stay 0600) plus
+# its SHA-256, ready to upload as a single artifact. See docs/ci.md.
+#
+# Usage: build-release.sh FLEET_DIR OUT_DIR
+#   FLEET_DIR  folder holding fleet.toml, devices.csv, the vendor package, CA files, device .pfx files
+#   OUT_DIR    receives build.json (fleetpkg's machine-readable result), dist/ and release/
+#
+# Secrets come from the environment (the CI's secret store), never from arguments:
+#   the variables fleet.toml names (password_env = "...", e.g. FLEET_PFX_PASSWORD,
+#   INSTALLER_P12_PASSWORD, PROFILE_P12_PASSWORD) are read by fleetpkg itself;
+#   INSTALLER_IDENTITY_P12_BASE64 / PROFILE_IDENTITY_P12_BASE64 (optional): the signing identities
+#   as base64, written (mode 0600) to the paths fleet.toml names, given here as
+#   INSTALLER_IDENTITY_PATH / PROFILE_IDENTITY_PATH relative to FLEET_DIR (defaults
+#   signing/installer.p12 and signing/profiles.p12), and deleted when the build ends.
+# Other settings: FLEETPKG_CONFIG (default fleet.toml), FLEETPKG_JOBS, SOURCE_DATE_EPOCH
+# (default: the last commit's time in FLEET_DIR when it is a git checkout, else now).
+# Needs a Linux runner (GNU tar, coreutils sha256sum/base64) and python3.
+# Exit status: fleetpkg's (1 a device fails the certificate rules, 2 input error), or 3 when the
+# bundle does not match its own SHA256SUMS.
+set -euo pipefail
+umask 077
+
+die() {
+    printf 'build-release: %s\n' "$*" >&2
+    exit "${2:-2}"
+}
+
+[ $# -eq 2 ] || die "usage: build-release.sh FLEET_DIR OUT_DIR"
+FLEET_DIR=$(cd "$1" && pwd) || die "no such folder: $1"
+mkdir -p "$2"
+OUT_DIR=$(cd "$2" && pwd)
+CONFIG="$FLEET_DIR/${FLEETPKG_CONFIG:-fleet.toml}"
+[ -f "$CONFIG" ] || die "no fleet configuration at $CONFIG"
+command -v fleetpkg >/dev/null || die "fleetpkg is not installed (pip install fleetpkg)"
+
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(git -C "$FLEET_DIR" log -1 --format=%ct 2>/dev/null || date +%s)
+fi
+export SOURCE_DATE_EPOCH
+
+# Signing identities from the secret store: decoded to the paths fleet.toml expects, removed on exit.
+WRITTEN=()
+cleanup() {
+    local file
+    for file in "${WRITTEN[@]+"${WRITTEN[@]}"}"; do
+        rm -f -- "$file"
+    done
+}
+trap cleanup EXIT
+
+decode_identity() {
+    local value="$1" rel="$2" dest
+    [ -n "$value" ] || return 0
+    dest="$FLEET_DIR/$rel"
+    [ ! -e "$dest" ] || die "$rel already exists in $FLEET_DIR: remove it or unset the identity variable"
+    mkdir -p "$(dirname -- "$dest")"
+    WRITTEN+=("$dest")
+    printf '%s' "$value" | base64 -d >"$dest" || die "the base64 identity for $rel does not decode"
+    chmod 600 "$dest"
+}
+decode_identity "${INSTALLER_IDENTITY_P12_BASE64:-}" "${INSTALLER_IDENTITY_PATH:-signing/installer.p12}"
+decode_identity "${PROFILE_IDENTITY_P12_BASE64:-}" "${PROFILE_IDENTITY_PATH:-signing/profiles.p12}"
+
+# The build: one JSON document on stdout (fleetpkg's contract), one error line on stderr.
+args=(build "$CONFIG" --output "$OUT_DIR/dist" --json)
+if [ -n "${FLEETPKG_JOBS:-}" ]; then
+    args+=(--jobs "$FLEETPKG_JOBS")
+fi
+rc=0
+fleetpkg "${args[@]}" >"$OUT_DIR/build.json" || rc=$?
+if [ "$rc" -ne 0 ]; then
+    if [ -s "$OUT_DIR/build.json" ]; then
+        python3 - "$OUT_DIR/build.json" <<'PY' >&2 || true
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print("build-release:", doc.get("error", "build failed"))
+for device in doc.get("devices", []):
+    if not device.get("ok", True):
+        print("  failing device:", device.get("hostname"))
+PY
+    fi
+    die "fleetpkg build failed (exit $rc)" "$rc"
+fi
+
+bundle=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["output"])' "$OUT_DIR/build.json")
+[ -d "$bundle" ] || die "fleetpkg reported $bundle, which does not exist"
+name=$(basename -- "$bundle")
+
+# The bundle must match its own checksums before it is shipped.
+(cd "$bundle" && sha256sum --quiet -c SHA256SUMS) || die "$name does not match its SHA256SUMS" 3
+if fleetpkg verify --help >/dev/null 2>&1; then
+    fleetpkg verify "$bundle" >&2 || die "fleetpkg verify found problems in $name" 3
+fi
+
+# One artifact: a reproducible tarball (sorted names, fixed owner and time) and its checksum.
+mkdir -p "$OUT_DIR/release"
+tarball="$OUT_DIR/release/$name.tar.gz"
+tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+    -C "$(dirname -- "$bundle")" -cf - "$name" | gzip -n -9 >"$tarball"
+chmod 600 "$tarball"
+(cd "$OUT_DIR/release" && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
+chmod 644 "$OUT_DIR/release/$name.tar.gz.sha256"
+
+summary=$(python3 - "$OUT_DIR/build.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+s = doc["summary"]
+secret = sum(1 for a in doc["artifacts"] if a["secret"])
+print(f"{doc['fleet']} {doc['version']}: {s['ok']} of {s['devices']} devices built, "
+      f"{s['warnings']} warning(s), {len(doc['artifacts'])} artifacts ({secret} secret)")
+for host in doc.get("skipped_devices", []):
+    print(f"skipped: {host}")
+PY
+)
+printf '%s\n' "$summary"
+if [ -n "${GITHUB_OUTPUT:-}" ]; then
+    {
+        printf 'name=%s\n' "$name"
+        printf 'tarball=%s\n' "$tarball"
+        printf 'json=%s\n' "$OUT_DIR/build.json"
+    } >>"$GITHUB_OUTPUT"
+fi
+if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
+    printf '### fleetpkg release\n\n~~~\n%s\n~~~\n' "$summary" >>"$GITHUB_STEP_SUMMARY"
+fi

@@ -1,0 +1,174 @@
+"""examples/ci: the build step script runs here as the CI job would, against a `fleetpkg demo`
+fleet whose secrets are moved into environment variables; the artifact is checked with
+sha256sum -c (outside and inside the tarball), tar and the build's own JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, require_tool
+
+SCRIPT = REPO / "examples" / "ci" / "build-release.sh"
+WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
+EPOCH = "1767225600"  # 2026-01-01
+
+
+def _fleetpkg_shim(folder: Path) -> Path:
+    """`fleetpkg` on PATH running this checkout, as `pip install` would provide it."""
+    folder.mkdir()
+    shim = folder / "fleetpkg"
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec "{sys.executable}" -m builder.cli "$@"\n')
+    shim.chmod(0o755)
+    return folder
+
+
+def ci_fleet(demo_dir: Path) -> tuple[Path, dict[str, str]]:
+    """Turn a `fleetpkg demo` folder into what a CI checkout holds: passwords in env variables
+    instead of files, signing identities as base64 secrets instead of files."""
+    toml = demo_dir / "fleet.toml"
+    text = toml.read_text()
+    secrets = {
+        "FLEET_PFX_PASSWORD": (demo_dir / "secrets" / "pfx-password.txt").read_text().strip(),
+        "INSTALLER_P12_PASSWORD": (demo_dir / "secrets" / "signing-password.txt").read_text().strip(),
+        "PROFILE_P12_PASSWORD": (demo_dir / "secrets" / "signing-password.txt").read_text().strip(),
+        "INSTALLER_IDENTITY_P12_BASE64": base64.b64encode((demo_dir / "signing" / "installer.p12").read_bytes()).decode(),
+        "PROFILE_IDENTITY_P12_BASE64": base64.b64encode((demo_dir / "signing" / "profiles.p12").read_bytes()).decode(),
+    }
+    replacements = {
+        'password_file = "secrets/pfx-password.txt"': 'password_env = "FLEET_PFX_PASSWORD"',
+        'installer_password_file = "secrets/signing-password.txt"': 'installer_password_env = "INSTALLER_P12_PASSWORD"',
+        'profile_password_file = "secrets/signing-password.txt"': 'profile_password_env = "PROFILE_P12_PASSWORD"',
+    }
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    toml.write_text(text)
+    shutil.rmtree(demo_dir / "secrets")
+    (demo_dir / "signing" / "installer.p12").unlink()
+    (demo_dir / "signing" / "profiles.p12").unlink()
+    shutil.rmtree(demo_dir / "dist")
+    return demo_dir, secrets
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    """A `fleetpkg demo` folder (the script is parametrised by folder, so any fleet works)."""
+    folder = tmp_path_factory.mktemp("ci") / "demo"
+    result = subprocess.run([sys.executable, "-m", "builder.cli", "demo", str(folder), "--jobs", "1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def _run(fleet: Path, out: Path, tmp_path: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    shim = _fleetpkg_shim(tmp_path / "bin")
+    env = {"PATH": f"{shim}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "SOURCE_DATE_EPOCH": EPOCH, "FLEETPKG_JOBS": "1", **env_extra}
+    return subprocess.run(["bash", str(SCRIPT), str(fleet), str(out)], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=tmp_path)
+
+
+def test_build_step_makes_one_verified_artifact(demo_dir, tmp_path):
+    sha256sum = require_tool("sha256sum")
+    fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    out = tmp_path / "out"
+    github_output = tmp_path / "github_output"
+    result = _run(fleet, out, tmp_path, {**secrets, "GITHUB_OUTPUT": str(github_output),
+                                         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 devices built" in result.stdout
+
+    # no secret in the job's log; decoded identities gone from the checkout
+    for value in secrets.values():
+        assert value not in result.stdout + result.stderr
+    assert not (fleet / "signing" / "installer.p12").exists()
+    assert not (fleet / "signing" / "profiles.p12").exists()
+
+    # the machine-readable result is fleetpkg's JSON
+    doc = json.loads((out / "build.json").read_text())
+    assert doc["ok"] is True and doc["fleet"] == "demo"
+    name = Path(doc["output"]).name
+    assert name == "demo-5.1.0.12-1"
+
+    # one artifact folder: the tarball and its checksum, which sha256sum accepts
+    release = out / "release"
+    assert sorted(p.name for p in release.iterdir()) == [f"{name}.tar.gz", f"{name}.tar.gz.sha256"]
+    check = subprocess.run([sha256sum, "-c", f"{name}.tar.gz.sha256"], cwd=release, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.strip() == f"{name}.tar.gz: OK"
+    assert stat.S_IMODE((release / f"{name}.tar.gz").stat().st_mode) == 0o600
+
+    outputs = dict(line.split("=", 1) for line in github_output.read_text().splitlines())
+    assert outputs["name"] == name and outputs["tarball"] == str(release / f"{name}.tar.gz")
+
+    # inside: the whole bundle, modes kept, matching its own SHA256SUMS
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run([require_tool("bsdtar"), "-xpf", str(release / f"{name}.tar.gz"), "-C", str(unpacked)], check=True)
+    bundle = unpacked / name
+    check = subprocess.run([sha256sum, "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [a["path"] for a in manifest["artifacts"]] == [a["path"] for a in doc["artifacts"]]
+    assert len(check.stdout.splitlines()) == len(manifest["artifacts"])
+    for art in manifest["artifacts"]:
+        mode = stat.S_IMODE((bundle / art["path"]).stat().st_mode)
+        assert (mode == 0o600) == art["secret"], art["path"]
+    for part in ("munki", "jamf", "intune", "DEPLOY.md", "uninstall.sh"):
+        assert (bundle / part).exists(), part
+    assert any(a["signed"] for a in manifest["artifacts"] if a["kind"] == "wrapper-pkg")
+
+    # reproducible packing: names sorted, owner 0, mtime = SOURCE_DATE_EPOCH
+    with tarfile.open(release / f"{name}.tar.gz") as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == sorted(m.name for m in members)
+    assert {(m.uid, m.gid, m.mtime) for m in members} == {(0, 0, int(EPOCH))}
+
+
+def test_a_missing_password_fails_the_step_with_one_clear_line(demo_dir, tmp_path):
+    fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    del secrets["FLEET_PFX_PASSWORD"]
+    out = tmp_path / "out"
+    result = _run(fleet, out, tmp_path, secrets)
+    assert result.returncode == 2
+    assert "FLEET_PFX_PASSWORD" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "release").exists()
+    assert not (fleet / "signing" / "installer.p12").exists()  # cleaned up on failure too
+
+
+def test_script_is_shellcheck_clean():
+    shellcheck = require_tool("shellcheck")
+    result = subprocess.run([shellcheck, "-s", "bash", "-S", "style", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert os.access(SCRIPT, os.X_OK)
+
+
+def test_workflow_runs_the_script_with_secrets_from_the_store():
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    steps = doc["jobs"]["build"]["steps"]
+    build = next(s for s in steps if "build-release.sh" in s.get("run", ""))
+    script_text = SCRIPT.read_text()
+    for name, value in build["env"].items():
+        if name.startswith("FLEETPKG_"):
+            continue
+        assert value == "${{ secrets.%s }}" % name, name  # every secret comes from the store
+        # read by the script itself, or by fleetpkg through fleet.toml's password_env
+        assert name in script_text or name.endswith("_PASSWORD"), name
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact") and
+                  "bundle" in s["name"])
+    assert upload["with"]["path"].endswith("/release/")
+    assert upload["with"]["name"] == "${{ steps.bundle.outputs.name }}"
+    assert build["id"] == "bundle"
+    install = next(s for s in steps if s.get("name") == "Install fleetpkg")
+    assert "pip install" in install["run"]
