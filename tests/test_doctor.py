@@ -13,7 +13,7 @@ import pytest
 
 from builder.scripts import wrapper_payload_files
 from tests.scripts.certs import Cert, make_ca, make_leaf
-from tests.scripts.installer import FAKE_BINARY, SAMPLE
+from tests.scripts.installer import FAKE_BINARY, SAMPLE, launchd_plist
 from tests.scripts.macroot import MacRoot, mac_root  # noqa: F401  (fixture)
 
 FIXTURES = Path(__file__).resolve().parent / "scripts" / "fixtures"
@@ -54,6 +54,7 @@ def healthy_mac(root: MacRoot, pki, ctx=SAMPLE) -> None:
         root.write(item.path, item.data, item.mode)
     root.write(ctx.conf_path, GOOD_CONF)
     root.write(ctx.binary_path, FAKE_BINARY, 0o755)
+    root.write(ctx.daemon_plist, launchd_plist(ctx.daemon_label))
     root.daemon_loaded(ctx.daemon_label, "running", 1210)
     root.set_state("LocalHostName", "MAC01")
     root.set_state("hostname", "MAC01.local")
@@ -120,7 +121,14 @@ def test_daemon_not_loaded(mac_root, pki):
     assert document["reasons"] == [f"daemon {LABEL} is not loaded (launchctl print exited 113)"]
 
 
-def test_daemon_loaded_but_not_running(mac_root, pki):
+def test_daemon_not_loaded_and_plist_missing(mac_root, pki):
+    healthy_mac(mac_root, pki)
+    mac_root.path(f"/stubs/state/loaded/{LABEL}").unlink()
+    mac_root.path(SAMPLE.daemon_plist).unlink()
+    document = check_all_modes(mac_root)
+    assert document["reasons"] == [f"daemon {LABEL} is not loaded and its plist {SAMPLE.daemon_plist} "
+                                   "is missing (reinstall the 1E Client)"]
+
     healthy_mac(mac_root, pki)
     mac_root.daemon_loaded(LABEL, "waiting")
     document = check_all_modes(mac_root)

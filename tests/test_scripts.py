@@ -674,6 +674,21 @@ def test_identity_installs_on_its_mac(mac_root, pki, names):
     secrets_gone(mac_root)
 
 
+def test_identity_restarts_a_loaded_daemon(mac_root, pki):
+    mac_root.write(SAMPLE.binary_path, b"x", 0o755)
+    mac_root.set_state("LocalHostName", "MAC01")
+    mac_root.daemon_loaded(LABEL)
+    pre, post = install_identity(mac_root, pki)
+    assert post.returncode == 0, post.stdout
+    assert tools(mac_root, "launchctl")[-1] == ("kickstart", "-k", f"system/{LABEL}")
+    assert "restarted daemon" in post.stdout
+    mac_root.clear_calls()
+    mac_root.path(f"/stubs/state/loaded/{LABEL}").unlink()
+    pre, post = install_identity(mac_root, pki)
+    assert post.returncode == 0
+    assert tools(mac_root, "launchctl") == [("print", f"system/{LABEL}")]
+
+
 def test_identity_refused_on_another_mac(mac_root, pki):
     mac_root.write(SAMPLE.binary_path, b"x", 0o755)
     mac_root.set_state("LocalHostName", "MAC02")
