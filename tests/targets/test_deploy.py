@@ -124,3 +124,13 @@ def test_rows_fold_per_device_files(tmp_path):
     assert rows[("munki/pkgsinfo/acme-prod/identity/1E-Client-identity-<hostname>-5.1.0.12-3.plist",
                  "munki-identity-pkginfo")].count == 3
     assert rows[("munki/pkgs/acme-prod/identity/<hostname>-5.1.0.12-3.pkg", "munki-identity-pkg")].secret
+
+
+def test_same_build_gives_byte_identical_target_files(tmp_path):
+    outputs = []
+    for n in ("a", "b"):
+        info, stage = make_build(tmp_path / n, signed=True)
+        write_targets(info, stage)
+        outputs.append({a.path: stage.path(a.path).read_bytes() for a in stage.artifacts})
+    assert outputs[0] == outputs[1]
+    assert any(p.startswith("munki/pkgsinfo/") for p in outputs[0])
