@@ -10,15 +10,6 @@ import click
 from .errors import EXIT_FINDINGS, EXIT_OK
 
 
-def _progress_printer(enabled: bool):
-    if not enabled:
-        return None
-    from .progress import ProgressBar
-
-    bar = ProgressBar("devices", stream=sys.stderr)
-    return bar
-
-
 def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs: int | None,
                  at_text: str | None, skip_failed_devices: bool, allow_foreign_vendor: bool,
                  ask_password: bool, quiet: bool) -> int:
@@ -32,9 +23,11 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
     options = BuildOptions(out_dir=Path(out), at=parse_at(at_text), jobs=jobs,
                            skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
                            ask_password=ask_password)
+    from .progress import ProgressBar, wanted
+
     talk = not as_json and not quiet
-    bar = _progress_printer(talk and sys.stderr.isatty())
-    log = (lambda m: click.echo(m, err=True)) if talk else (lambda m: None)
+    bar = ProgressBar("devices", stream=sys.stderr) if wanted(sys.stderr, as_json=as_json, quiet=quiet) else None
+    log = bar.write if bar else (lambda m: click.echo(m, err=True)) if talk else (lambda m: None)
     try:
         result = run_build(config, options, progress=bar.update if bar else None, log=log)
     except DevicesFailed as exc:
@@ -53,8 +46,9 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
             click.echo(_render(config.fleet.name, exc.results, summary, options.at, RULES), err=True)
             click.echo(f"fleetpkg: error: {exc}", err=True)
         return EXIT_FINDINGS
-    if bar:
-        bar.close()
+    finally:
+        if bar:
+            bar.close()  # ends the bar's line before any message or error that follows
     results = result.device_results
     failed = [r for r in results if not r.ok]
     warnings = sum(len(r.warnings) for r in results)

@@ -3,6 +3,7 @@ before anything is built. Exit 0 all pass (warnings allowed), 1 any fails, 2 bad
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,11 +40,12 @@ def parse_at(value: str | None) -> datetime:
               help="Worker processes for opening .pfx files (default: CPU count).")
 @click.option("--ask-password", is_flag=True,
               help="Prompt (hidden) for .pfx passwords with no usable env/file source.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.html",
+              help="Also write a self-contained HTML readiness report (table, expiry chart, fixes).")
 def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
-            ask_password: bool) -> int:
+            ask_password: bool, report_path: Path | None) -> int:
     """Check CONFIG's devices' client certificates against the 1E Client rules."""
     from ..certs import RULES, load_ca_files
-    from ..checking import check_devices
     from ..config import load_config
     from ..passwords import PasswordResolver
 
@@ -52,7 +54,18 @@ def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
     resolver = PasswordResolver(ask=ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in fleet.devices]
     cas = load_ca_files(list(fleet.trust.certificates))
-    results = check_devices(fleet.devices, passwords, cas, at, jobs)
+    from ..progress import ProgressBar, wanted
+
+    bar = ProgressBar("devices") if wanted(as_json=as_json) and len(fleet.devices) > 1 else None
+    try:
+        results = _check(fleet.devices, passwords, cas, at, jobs, bar)
+    finally:
+        if bar:
+            bar.close()
+    if report_path is not None:
+        from ..report import write_report
+
+        write_report(report_path, fleet.fleet.name, results, at, RULES)
 
     failed = sum(1 for r in results if not r.ok)
     warnings = sum(len(r.warnings) for r in results)
@@ -65,7 +78,47 @@ def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
                    "summary": summary})
     else:
         click.echo(_render(fleet.fleet.name, results, summary, at, RULES))
+        if report_path is not None:
+            click.echo(f"report: {report_path}", err=True)
     return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def _check(devices, passwords, cas, at, jobs, bar) -> list:
+    """check_devices, reporting each result to `bar` as it arrives (same order, same errors).
+
+    check_devices has no progress hook, so with a bar this drives builder.checking's own worker
+    functions through the same kind of pool."""
+    from .. import checking
+    from ..errors import CertificateError
+
+    jobs = jobs or os.cpu_count() or 1
+    workers = min(jobs, len(devices))
+    if bar is None:
+        return checking.check_devices(devices, passwords, cas, at, jobs)
+    total = len(devices)
+    results = []
+    if workers <= 1:
+        for device, password in zip(devices, passwords):
+            results.append(checking.check_device(device, password, cas, at))
+            bar.update(len(results), total)
+        return results
+
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ders = [c.public_bytes(Encoding.DER) for c in cas]
+    chunk = max(1, min(64, total // (workers * 8)))  # small enough chunks for a live bar
+    with ProcessPoolExecutor(max_workers=workers, initializer=checking._init_worker,
+                             initargs=(ders,)) as pool:
+        for kind, value in pool.map(checking._work, [(d, p, at) for d, p in zip(devices, passwords)],
+                                    chunksize=chunk):
+            if kind == "error":
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise CertificateError(value)
+            results.append(value)
+            bar.update(len(results), total)
+    return results
 
 
 def _render(name: str, results: list, summary: dict, at: datetime, rules: dict) -> str:
