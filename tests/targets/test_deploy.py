@@ -134,3 +134,9 @@ def test_same_build_gives_byte_identical_target_files(tmp_path):
         outputs.append({a.path: stage.path(a.path).read_bytes() for a in stage.artifacts})
     assert outputs[0] == outputs[1]
     assert any(p.startswith("munki/pkgsinfo/") for p in outputs[0])
+
+
+def test_fleetpkg_verify_accepts_the_demo_build_with_its_targets(demo_build):
+    result = fleetpkg("verify", str(demo_build.root), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("valid")
