@@ -54,7 +54,7 @@ class ProgressBar:
                  min_interval: float = 0.1, clock: Callable[[], float] = time.monotonic):
         self.noun = noun
         self.stream = stream or sys.stderr
-        self.width = width or max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+        self.width = width or max(20, _columns(self.stream) - 1)
         self.min_interval = min_interval
         self.clock = clock
         self.started = clock()
@@ -62,12 +62,16 @@ class ProgressBar:
         self._state: tuple[int, int] | None = None
         self._first: tuple[int, float] | None = None  # rate is measured from the first update:
         self._drawn = False  # whatever ran before the first item (start-up, vendor) is not work
+        self._shown: tuple[int, int] | None = None  # the state on screen
+        self._finished: float | None = None  # when done reached total: rate and time freeze
 
     def update(self, done: int, total: int) -> None:
         self._state = (done, total)
         now = self.clock()
         if self._first is None:
             self._first = (done, now)
+        if done >= total and self._finished is None:
+            self._finished = now
         if done < total and self._last_draw is not None and now - self._last_draw < self.min_interval:
             return  # redraw at most every min_interval, but always show the last step
         self._last_draw = now
@@ -84,7 +88,7 @@ class ProgressBar:
 
     def close(self) -> None:
         if self._drawn:
-            if self._state is not None:
+            if self._state != self._shown:  # a throttled last step
                 self._draw(self.clock())
             self.stream.write("\n")
             self.stream.flush()
@@ -94,6 +98,8 @@ class ProgressBar:
         if self._state is None:
             return
         done, total = self._state
+        if self._finished is not None:
+            now = self._finished
         rate = None
         if self._first is not None and done > self._first[0] and now > self._first[1]:
             rate = (done - self._first[0]) / (now - self._first[1])
@@ -101,6 +107,15 @@ class ProgressBar:
         self.stream.write("\r" + line + _CLEAR)
         self.stream.flush()
         self._drawn = True
+        self._shown = self._state
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal the bar is drawn on (stderr's, not stdout's: stdout may be a pipe)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return shutil.get_terminal_size((80, 24)).columns
 
 
 def _clock(seconds: float) -> str:
