@@ -1,0 +1,147 @@
+"""Scale behaviour that does not need a stopwatch: the order of results does not depend on --jobs,
+the vendor package is opened a fixed number of times whatever the fleet size, a re-encoded p12
+is not derived twice, and the fleet benchmark still runs (tiny fleet; its figures are not checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.fleetfactory import NOW, PASSWORD, make_fleet
+
+AT = NOW.strftime("%Y-%m-%d")
+# deliberately not sorted, so inventory order and sorted order differ
+HOSTS = ["mac-k", "mac-b", "MAC-Z", "mac-a", "mac-q", "mac-c", "mac-m", "mac-d", "mac-y", "mac-e"]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), FLEET_PFX_PASSWORD=PASSWORD)
+    env.pop("SOURCE_DATE_EPOCH", None)
+    return subprocess.run([sys.executable, "-m", "builder.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_check_results_are_in_inventory_order_for_any_jobs(tmp_path):
+    f = make_fleet(tmp_path, HOSTS)
+    docs = []
+    for jobs in ("1", "2", "3"):
+        r = run("check", "fleet.toml", "--at", AT, "--json", "--jobs", jobs, cwd=f.root)
+        assert r.returncode == 0, r.stderr
+        docs.append(r.stdout)
+    assert docs[0] == docs[1] == docs[2]
+    assert [d["hostname"] for d in json.loads(docs[0])["devices"]] == HOSTS
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from builder.demo import write_demo
+
+    root = tmp_path_factory.mktemp("scale")
+    config = write_demo(root / "fleet")
+    return config
+
+
+def _grow(config: Path, extra: int) -> None:
+    """Add `extra` devices to the demo fleet by copying its first device's .pfx under new names
+    (their certificates then fail subject-hostname, which --skip-failed-devices tolerates)."""
+    rows = (config.parent / "devices.csv").read_text().splitlines()
+    first = rows[1].split(",")
+    for i in range(extra):
+        rows.append(f"extra-{i:03d}.local,{first[1]},")
+    (config.parent / "devices.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_build_outputs_follow_inventory_order_with_jobs_2(demo, tmp_path):
+    from builder.commands.check import parse_at
+    from builder.config import load_config
+    from builder.pipeline import BuildOptions, run_build
+
+    config = load_config(demo)
+    expected = [d.hostname for d in config.devices]
+    seen: list[tuple[int, int]] = []
+    result = run_build(config, BuildOptions(out_dir=tmp_path / "dist", at=parse_at(None), jobs=2),
+                       progress=lambda done, total: seen.append((done, total)))
+    assert [r.hostname for r in result.device_results] == expected
+    assert [d.hostname for d in result.info.devices] == expected
+    assert seen == [(i, len(expected)) for i in range(1, len(expected) + 1)]  # one call per device, in order
+    manifest = json.loads((result.output / "manifest.json").read_text())
+    assert manifest  # the build finished and published its manifest
+
+
+def test_vendor_package_is_read_a_fixed_number_of_times(demo, tmp_path, monkeypatch):
+    """Opening the vendor package must not scale with the number of devices (jobs=1: in-process)."""
+    from builder.commands.check import parse_at
+    from builder.config import load_config
+    from builder.pipeline import BuildOptions, run_build
+
+    vendor = load_config(demo).vendor.package.resolve()
+    counts = []
+    for extra in (0, 12):
+        if extra:
+            _grow(demo, extra)
+        config = load_config(demo)
+        opened: Counter = Counter()
+        real_open = open
+        real_os_open = os.open
+
+        def counting_open(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and Path(file).resolve() == vendor:
+                opened["open"] += 1
+            return real_open(file, *args, **kwargs)
+
+        def counting_os_open(path, *args, **kwargs):
+            if isinstance(path, (str, os.PathLike)) and Path(path).resolve() == vendor:
+                opened["os.open"] += 1
+            return real_os_open(path, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", counting_open)
+        monkeypatch.setattr(os, "open", counting_os_open)
+        try:
+            result = run_build(config, BuildOptions(out_dir=tmp_path / f"dist-{extra}", at=parse_at(None), jobs=1,
+                                                    skip_failed_devices=True))
+        finally:
+            monkeypatch.setattr("builtins.open", real_open)
+            monkeypatch.setattr(os, "open", real_os_open)
+        assert len(result.device_results) == 3 + extra
+        counts.append(sum(opened.values()))
+    assert counts[0] >= 1 and counts[0] == counts[1], counts
+
+
+def test_a_reencoded_p12_is_derived_once(tmp_path):
+    """reencode_for_macos's self-check reads the new p12; the device profile's own check reads it
+    again. The second read must reuse the derivations (builder.certs.kdf keeps recent results)."""
+    from builder.certs import load_pfx, reencode_for_macos
+    from builder.certs.kdf import pkcs12_kdf
+    from builder.profiles import device_profile
+    from tests.certs import factory
+
+    ca = factory.make_ca()
+    dev = factory.make_device_cert(ca, "mac01.local")
+    path = factory.write_pfx(tmp_path / "d.pfx", dev.certificate, dev.key, b"pw", [ca.certificate])
+    identity = load_pfx(path, b"pw")
+    encoded = reencode_for_macos(identity, chain=[ca.certificate], friendly_name=b"mac01.local")
+    before = pkcs12_kdf.cache_info()
+    profile = device_profile(fleet="f", organization="o", identifier_prefix="com.example.f",
+                             hostname="mac01.local", p12=encoded.p12, p12_password=encoded.password,
+                             roots=[ca.certificate], intermediates=[])
+    after = pkcs12_kdf.cache_info()
+    assert profile
+    assert after.misses == before.misses and after.hits > before.hits
+
+
+def test_fleet_benchmark_runs(tmp_path):
+    """The benchmark end to end on a tiny fleet (a smoke test: no figure is asserted)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_fleet.py"), "--devices", "6",
+                        "--speedup-devices", "4", "--keys", "2", "--keep", str(tmp_path / "b")],
+                       env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    for needle in ("build --jobs", "ms/device", "speed-up", "floor", "ratio", "peak RSS", "machine:"):
+        assert needle in r.stdout, (needle, r.stdout)
