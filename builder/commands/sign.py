@@ -47,9 +47,12 @@ def _password(env: str | None, file: Path | None, label: str, *, prompt: bool) -
 @click.option("--key-password-env", metavar="VAR", help="Environment variable holding --key's password.")
 @click.option("--timestamp-url", metavar="URL",
               help="RFC 3161 timestamp authority (e.g. http://timestamp.apple.com/ts01); needs network.")
+@click.option("--check-data", is_flag=True,
+              help="Read and check every member before signing (refuses damaged input; one more pass).")
 def command(package: Path, output: Path, identity: Path | None, password_env: str | None,
             password_file: Path | None, certificate: Path | None, key: Path | None,
-            chain: tuple[Path, ...], key_password_env: str | None, timestamp_url: str | None) -> int:
+            chain: tuple[Path, ...], key_password_env: str | None, timestamp_url: str | None,
+            check_data: bool) -> int:
     """Sign PACKAGE with a Developer ID Installer identity, writing OUTPUT."""
     from ..pkg.signing import PackageSigner, sign_package
     from ..signing_identity import load_signing_identity
@@ -67,7 +70,7 @@ def command(package: Path, output: Path, identity: Path | None, password_env: st
     ident = load_signing_identity(identity, password, certificate=certificate, key=key, chain=chain)
     for warning in ident.warnings:
         click.echo(f"fleetpkg: warning: {warning}", err=True)
-    sign_package(package, output, ident, timestamp_url=timestamp_url)
+    sign_package(package, output, ident, timestamp_url=timestamp_url, check_data=check_data)
     signer = PackageSigner(ident)
     names = " -> ".join(c.subject.rfc4514_string() for c in (ident.certificate, *ident.chain))
     click.echo(f"signed {output} (RSA {ident.key.key_size}, {len(signer.certificates)} certificates: {names})")

@@ -61,9 +61,11 @@ class PackageSigner:
         return signature, blob
 
 
-def sign_package(src: Path, dest: Path, identity: SigningIdentity, timestamp_url: str | None = None) -> None:
-    """Re-sign `src` into `dest`: rewrites the TOC, copies the file data through (after xar.resign
-    has checked every member's checksum, so damaged data is never signed).
+def sign_package(src: Path, dest: Path, identity: SigningIdentity, timestamp_url: str | None = None,
+                 *, check_data: bool = False) -> None:
+    """Re-sign `src` into `dest`: rewrites the TOC, copies the file data through in one pass.
+    Damaged data stays detectable (the signed TOC holds every member's checksum); check_data
+    refuses it up front at the cost of a second read.
 
     Any existing signature is replaced; the stapled notarization ticket, being tied to the old
     TOC checksum, is dropped by the rewrite and must be stapled again.
@@ -74,7 +76,8 @@ def sign_package(src: Path, dest: Path, identity: SigningIdentity, timestamp_url
     if dest.exists() and src.exists() and os.path.samefile(src, dest):
         raise SigningError("output would overwrite the input package", where=str(dest),
                            hint="write the signed package to another path")
-    xar.resign(src, dest, PackageSigner(identity, timestamp_url=timestamp_url))  # atomic: temp + rename
+    xar.resign(src, dest, PackageSigner(identity, timestamp_url=timestamp_url),  # atomic: temp + rename
+               verify_data=check_data)
 
 
 # the verifier lives in its own module; re-exported here for callers that sign and then check

@@ -1269,10 +1269,14 @@ def _file_chunks(f) -> Iterator[memoryview]:
 # Re-signing
 
 
-def resign(src: str | os.PathLike, dest: str | os.PathLike, signer: Signer | None) -> None:
+def resign(src: str | os.PathLike, dest: str | os.PathLike, signer: Signer | None, *,
+           verify_data: bool = False) -> None:
     """Rewrite only the TOC (new signature space, shifted data offsets); file data is copied
-    unchanged after verifying it. signer=None strips the signatures. A stapled notarization
-    trailer is dropped: the new TOC checksum invalidates it anyway (§2.6)."""
+    through unchanged, so re-signing costs one sequential copy. The signature covers the TOC,
+    which holds every member's checksum, so signing cannot make damaged data pass: readers still
+    reject it. verify_data=True reads and checks every member first (one more pass) to refuse
+    damaged input outright. signer=None strips the signatures. A stapled notarization trailer
+    is dropped: the new TOC checksum invalidates it anyway (§2.6)."""
     sizes = _check_signer(signer)[:2] if signer is not None else (0, 0)
     with XarReader(src) as reader:
         alg = reader.checksum_alg
@@ -1288,7 +1292,7 @@ def resign(src: str | os.PathLike, dest: str | os.PathLike, signer: Signer | Non
             if entry.data is not None and entry.data.length and entry.data.offset < old_base:
                 raise FormatError("member data overlaps the checksum/signature area",
                                   where=reader._where(entry.path))
-            if entry.data is not None:
+            if verify_data and entry.data is not None:
                 for _ in reader.iter_stored(entry):  # refuse to sign damaged data
                     pass
         for off, length in reader._extra_ranges:

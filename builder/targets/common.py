@@ -17,7 +17,9 @@ COPY_CHUNK = 1 << 20
 
 def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool = False,
                   signed: str | None = None, executable: bool = False):
-    """Copy one staged file to another place in the build, streaming (packages can be large).
+    """Put one staged file at another place in the build: a hard link when the modes agree
+    (a 200 MB wrapper is needed by every target, and disk and tarballs should hold it once),
+    else a streamed copy.
 
     Secret copies are created 0600 before a byte is written, so a private key is never readable
     by others even for a moment."""
@@ -26,6 +28,12 @@ def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool 
         raise BuildError(f"internal error: {src_rel} was not staged before the targets ran")
     dst = stage.path(dst_rel)
     mode = 0o600 if secret else (0o755 if executable else 0o644)
+    if (src.stat().st_mode & 0o777) == mode and not dst.exists():
+        try:
+            os.link(src, dst)
+            return stage.register(dst_rel, kind=kind, secret=secret, signed=signed)
+        except OSError:
+            pass  # file systems without hard links: copy below
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
         shutil.copyfileobj(inp, out, COPY_CHUNK)

@@ -310,7 +310,7 @@ def test_sign_refuses_damaged_input_and_same_output(tmp_path: Path):
     p = signature_parts(pkg)
     bad = flip(pkg, tmp_path / "bad.pkg", p["heap"] + p["first_data_offset"] + 5)
     with pytest.raises(Exception) as exc:
-        sign_package(bad, tmp_path / "out.pkg", identity("A"))
+        sign_package(bad, tmp_path / "out.pkg", identity("A"), check_data=True)
     assert "checksum" in str(exc.value)
     assert not (tmp_path / "out.pkg").exists()
     with pytest.raises(SigningError):
@@ -331,3 +331,26 @@ def test_report_json_is_serialisable():
     doc = verify_package_signature(APPLE_SIGNED).to_json()
     assert json.loads(json.dumps(doc))["ok"] is True
     assert datetime.fromisoformat(doc["chain"][0]["not_after"].replace("Z", "+00:00")).tzinfo == timezone.utc
+
+
+def test_signing_damaged_data_cannot_launder_it(tmp_path):
+    """Re-signing copies data through without a second pass; the damage stays detectable, and
+    check_data refuses it outright."""
+    from builder.errors import ChecksumError
+    from builder.pkg.xar import XarReader
+
+    data = bytearray(UNSIGNED.read_bytes())
+    with XarReader(UNSIGNED) as reader:
+        entry = reader.get("com.sas.dummy.pkg/Payload")
+        data[reader.heap_offset + entry.data.offset + 10] ^= 0xFF
+    damaged = tmp_path / "damaged.pkg"
+    damaged.write_bytes(bytes(data))
+    chain = make_chain("A")
+    ident = SigningIdentity(chain.leaf_key, chain.leaf, (chain.ca, chain.root), ())
+    with pytest.raises(ChecksumError):
+        sign_package(damaged, tmp_path / "refused.pkg", ident, check_data=True)
+    assert not (tmp_path / "refused.pkg").exists()
+    sign_package(damaged, tmp_path / "signed.pkg", ident)
+    report = verify_package_signature(tmp_path / "signed.pkg", [chain.root])
+    assert report.rsa_ok and report.cms_ok
+    assert "file data checksum mismatch in com.sas.dummy.pkg/Payload" in report.problems
