@@ -8,28 +8,11 @@ packages); the expiry is shown as a note.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import click
 
-from ..errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
-
-
-def _optional(module: str, name: str):
-    """A verifier another part of fleetpkg provides, or None when it is not built yet."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, name, None)
-
-
-def _unavailable(what: str) -> int:
-    click.echo(f"fleetpkg: error: verifying {what} is not available yet", err=True)
-    return EXIT_USAGE
+from ..errors import EXIT_FINDINGS, EXIT_OK
 
 
 @click.command("verify")
@@ -45,14 +28,12 @@ def command(path: Path, as_json: bool, trust_root_files: tuple[Path, ...]) -> in
 
     roots = load_trust_roots(trust_root_files)
     if path.is_dir():
-        verify_dist = _optional("builder.distverify", "verify_dist")
-        if verify_dist is None:
-            return _unavailable("a build directory")
+        from ..distverify import verify_dist
+
         return _emit_dict(verify_dist(path, roots), as_json, str(path))
     if path.suffix.lower() == ".mobileconfig":
-        verify_profile = _optional("builder.profiles.verify", "verify_profile")
-        if verify_profile is None:
-            return _unavailable("a profile")
+        from ..profiles.verify import verify_profile
+
         result = dict(verify_profile(path.read_bytes(), roots))
         result.setdefault("path", str(path))
         return _emit_dict(result, as_json, str(path))
