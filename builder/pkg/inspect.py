@@ -138,6 +138,15 @@ def describe_package(path: str | os.PathLike) -> dict[str, Any]:
         }
 
 
+def _item_line(item: dict[str, Any]) -> str:
+    """One list item: a payload's type with the certificate or identity it carries, or a subject."""
+    line = f"  - {item.get('type') or item.get('subject') or ''}"
+    cert = item.get("identity") or item.get("certificate")
+    if isinstance(cert, dict) and cert.get("subject"):
+        line += f": {cert['subject']} (expires {cert.get('not_after', '?')})"
+    return line.rstrip()
+
+
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     """Human-readable summary of a describe_file() result."""
     kind = doc.get("kind")
@@ -176,8 +185,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             continue
         if isinstance(value, list):
             lines.append(f"{key}: {len(value)}")
-            lines += [f"  - {item.get('type') or item.get('subject') or ''}".rstrip()
-                      for item in value if isinstance(item, dict)]
+            lines += [_item_line(item) for item in value if isinstance(item, dict)]
         elif isinstance(value, dict):
             lines.append(f"{key}: {value.get('subject') or _pairs(value)}")
         else:
