@@ -321,7 +321,7 @@ def _load_installer_signer(config, resolver):
         return None
     from .signing_identity import load_signing_identity
 
-    password = resolver.resolve(ident.password, f"[signing] installer") if ident.password else None
+    password = resolver.resolve(ident.password, "[signing] installer") if ident.password else None
     return load_signing_identity(ident.p12, password, certificate=ident.certificate, key=ident.key,
                                  chain=ident.chain)
 

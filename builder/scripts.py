@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
-
-import jinja2
 
 from .errors import ConfigError
-from .resources import payloads_dir, templates_dir
+from .resources import payloads_dir
+from .templating import render, shquote
 
 IDENTITY_PASSWORD_FILE = "identity.pass"
 KEYCHAIN = "/Library/Keychains/System.keychain"
@@ -65,46 +63,6 @@ class PayloadFile:
     path: str
     data: bytes
     mode: int
-
-
-def shquote(value: object) -> str:
-    """shlex.quote's single quoting, applied always (shlex leaves `a` bare) so every value reads
-    the same way; `$` and backquotes are escaped outside the quotes, so shellcheck (SC2016) does
-    not take a literal `$(...)` in a path for an expansion the author forgot."""
-    text = str(value)
-    if text == "":
-        return "''"
-    parts: list[str] = []
-    run = ""
-    for ch in text:
-        if ch in "'$`":
-            if run:
-                parts.append("'" + run + "'")
-                run = ""
-            parts.append({"'": "\\'", "$": "\\$", "`": "\\`"}[ch])
-        else:
-            run += ch
-    if run:
-        parts.append("'" + run + "'")
-    return "".join(parts)
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["shquote"] = shquote
-    return env
-
-
-def _render(name: str, **values: object) -> str:
-    return _environment().get_template(name).render(**values)
 
 
 def _single_line(value: str, key: str) -> None:
@@ -213,9 +171,9 @@ def render_wrapper_scripts(ctx: ScriptContext) -> dict[str, str]:
     values = {"ctx": ctx, "backup_path": f"{ctx.support_dir}/backup/1E.Client.conf.local",
               "fleet_conf_path": f"{ctx.support_dir}/fleet.conf"}
     return {
-        "preinstall": _render("wrapper-preinstall.sh.j2", **values),
-        "postinstall": _render("wrapper-postinstall.sh.j2", **values),
-        "uninstall.sh": _render("uninstall.sh.j2", **values),
+        "preinstall": render("wrapper-preinstall.sh.j2", **values),
+        "postinstall": render("wrapper-postinstall.sh.j2", **values),
+        "uninstall.sh": render("uninstall.sh.j2", **values),
         "doctor.conf": render_doctor_conf(ctx),
         "fleet.conf": render_fleet_conf(ctx),
     }
@@ -244,14 +202,14 @@ def render_identity_scripts(ctx: IdentityContext) -> dict[str, str]:
               "log_path": f"/var/log/fleetpkg-{ctx.fleet}.log",
               "override_file": f"/Library/Application Support/fleetpkg/{ctx.fleet}/allow-any-host"}
     return {
-        "preinstall": _render("identity-preinstall.sh.j2", **values),
-        "postinstall": _render("identity-postinstall.sh.j2", **values),
+        "preinstall": render("identity-preinstall.sh.j2", **values),
+        "postinstall": render("identity-postinstall.sh.j2", **values),
     }
 
 
 def render_jamf_ea(ctx: ScriptContext) -> str:
     validate_context(ctx)
-    return _render("jamf-ea.sh.j2", ctx=ctx, doctor_path=f"{ctx.support_dir}/doctor")
+    return render("jamf-ea.sh.j2", ctx=ctx, doctor_path=f"{ctx.support_dir}/doctor")
 
 
 __all__ = [

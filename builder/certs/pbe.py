@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .. import der
 from ..errors import CertificateError, FormatError
 from . import kdf, rc2
-from .tlv import kid, kids, oid, root
+from .tlv import kid, kids, oid
 
 # PKCS#12 PBE (RFC 7292 appendix C): oid -> (name, cipher, key bytes, iv bytes, RC2 effective bits)
 PKCS12_PBE = {

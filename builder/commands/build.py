@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import EXIT_OK
 
 
 @click.command("build")

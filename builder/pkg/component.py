@@ -66,18 +66,6 @@ def _bool(value: str | None, name: str, where: str) -> bool | None:
     raise FormatError(f"PackageInfo attribute {name}={value!r} is not true/false", where=where)
 
 
-def _int(value: str | None, name: str, where: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise FormatError(f"PackageInfo <payload {name}={value!r}> is not a whole number", where=where)
-    return number
-
-
 def _bundle(el) -> Bundle:
     return Bundle(tuple(el.attrib.items()), tuple(_bundle(c) for c in el if c.tag == "bundle"))
 
@@ -99,8 +87,8 @@ def parse_package_info(data: bytes, *, where: str = "PackageInfo") -> PackageInf
     payload_files = install_kbytes = None
     for child in root:
         if child.tag == "payload":
-            payload_files = _int(child.get("numberOfFiles"), "numberOfFiles", where)
-            install_kbytes = _int(child.get("installKBytes"), "installKBytes", where)
+            payload_files = xmlsafe.whole_number(child.get("numberOfFiles"), "PackageInfo <payload numberOfFiles>", where)
+            install_kbytes = xmlsafe.whole_number(child.get("installKBytes"), "PackageInfo <payload installKBytes>", where)
         elif child.tag == "scripts":
             for s in child:
                 if s.tag in SCRIPT_NAMES and s.get("file"):

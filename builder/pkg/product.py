@@ -96,18 +96,6 @@ class Distribution:
         return tuple(found)
 
 
-def _kbytes(value: str | None, where: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise FormatError(f"Distribution pkg-ref installKBytes={value!r} is not a whole number", where=where)
-    return number
-
-
 def _line(el, where: str, depth: int = 0) -> Line:
     if el.tag != "line" or not el.get("choice"):
         raise FormatError(f"Distribution choices-outline holds <{el.tag}> without a choice", where=where)
@@ -166,7 +154,7 @@ def parse_distribution(data: bytes, *, where: str = "Distribution") -> Distribut
             a = dict(child.attrib)
             path = (child.text or "").strip() or None
             pkg_refs.append(PkgRef(
-                id=a["id"], version=a.get("version"), install_kbytes=_kbytes(a.get("installKBytes"), where),
+                id=a["id"], version=a.get("version"), install_kbytes=xmlsafe.whole_number(a.get("installKBytes"), "Distribution pkg-ref installKBytes", where),
                 auth=a.get("auth"), on_conclusion=a.get("onConclusion"), path=path,
                 extra_attributes=tuple((k, v) for k, v in a.items() if k not in _PKG_REF_ATTRS),
                 children=tuple(doc.text_of(c) for c in child)))

@@ -124,3 +124,16 @@ def text(value: str) -> str:
 
 def attrs(pairs) -> str:
     return "".join(f' {k}="{attr(v)}"' for k, v in pairs if v is not None)
+
+
+def whole_number(value: str | None, what: str, where: str) -> int | None:
+    """An optional non-negative integer attribute (counts, sizes); None when absent."""
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise FormatError(f"{what}={value!r} is not a whole number", where=where)
+    return number

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import cache
-
-import jinja2
 
 from ..errors import BuildError
-from ..resources import templates_dir
-from ..scripts import shquote
 
 COPY_CHUNK = 1 << 20
 
@@ -43,41 +38,6 @@ def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool 
 
 def text_file(stage, rel: str, text: str, *, kind: str, executable: bool = False):
     return stage.write(rel, text.encode("utf-8"), kind=kind, executable=executable)
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["shquote"] = shquote
-    env.filters["md_code"] = md_code
-    env.filters["md_cell"] = md_cell
-    return env
-
-
-def render(name: str, **values: object) -> str:
-    return _environment().get_template(name).render(**values)
-
-
-def md_code(value: object) -> str:
-    """Inline Markdown code that survives backticks in the value."""
-    text = str(value)
-    fence = "`"
-    while fence in text:
-        fence += "`"
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def md_cell(value: object) -> str:
-    """Text safe inside a Markdown table cell (no pipe or line break ends the cell)."""
-    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def signed_label(signer: str | None) -> str:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import render, text_file
+from ..templating import render
+from .common import text_file
 
 # What each kind of artifact is, for the table. Kinds from elsewhere fall back to a pointer.
 DESCRIPTIONS = {

@@ -10,7 +10,8 @@ because Intune only refuses an upload after the admin has filled in the whole fo
 from __future__ import annotations
 
 from ..errors import BuildError
-from .common import copy_artifact, render, text_file
+from ..templating import render
+from .common import copy_artifact, text_file
 
 SCRIPT_LIMIT = 15_360  # characters
 PROFILE_LIMIT = 1_000_000  # bytes

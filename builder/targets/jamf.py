@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 
-from .common import copy_artifact, render, text_file
+from ..templating import render
+from .common import copy_artifact, text_file
 
 
 def scoping_csv(rows) -> str:
