@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import CertificateError, FleetpkgError
 
@@ -106,24 +106,35 @@ def _work(args: tuple[Device, bytes, datetime]) -> tuple[str, Any]:
 
 def check_devices(devices: Sequence[Device], passwords: Sequence[bytes],
                   cas: list[x509.Certificate], at: datetime,
-                  jobs: int | None = None) -> list[DeviceResult]:
+                  jobs: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[DeviceResult]:
     """check_device for each device (results in inventory order). jobs=1 runs in-process;
-    otherwise up to `jobs` (default os.cpu_count()) worker processes. The first device (in
-    inventory order) whose .pfx cannot be opened raises CertificateError."""
+    otherwise up to `jobs` (default os.cpu_count()) worker processes. `progress(done, total)` is
+    called as each result arrives. The first device (in inventory order) whose .pfx cannot be
+    opened raises CertificateError."""
     if len(devices) != len(passwords):
         raise ValueError("one password per device")
     jobs = jobs or os.cpu_count() or 1
     workers = min(jobs, len(devices))
+    total = len(devices)
+    results: list[DeviceResult] = []
+
+    def done(result: DeviceResult) -> None:
+        results.append(result)
+        if progress is not None:
+            progress(len(results), total)
+
     if workers <= 1:
-        return [check_device(d, p, cas, at) for d, p in zip(devices, passwords)]
+        for device, password in zip(devices, passwords):
+            done(check_device(device, password, cas, at))
+        return results
 
     from concurrent.futures import ProcessPoolExecutor
 
     from cryptography.hazmat.primitives.serialization import Encoding
 
     ders = [c.public_bytes(Encoding.DER) for c in cas]
-    chunk = max(1, len(devices) // (workers * 4))
-    results: list[DeviceResult] = []
+    chunk = max(1, min(64, total // (workers * 8)))  # small enough for a live progress bar
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                              initargs=(ders,)) as pool:
         for kind, value in pool.map(_work, [(d, p, at) for d, p in zip(devices, passwords)],
@@ -131,5 +142,5 @@ def check_devices(devices: Sequence[Device], passwords: Sequence[bytes],
             if kind == "error":
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise CertificateError(value)
-            results.append(value)
+            done(value)
     return results

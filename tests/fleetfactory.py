@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+import atexit
+import functools
+import plistlib
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -13,8 +19,42 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.conftest import FIXTURES
+
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 PASSWORD = "Zq7-distinctive-pfx-Passw0rd!"
+
+
+@functools.cache
+def vendor_standin() -> Path:
+    """A 1E Client-shaped component package made with independent tools only: GNU cpio + gzip
+    for the payload, plistlib for the LaunchDaemon, bsdtar's xar writer for the container, and
+    a real x86_64 Mach-O from the fixtures as the client binary."""
+    work = Path(tempfile.mkdtemp(prefix="fleetfactory-vendor-"))
+    atexit.register(shutil.rmtree, work, True)
+    root = work / "root"
+    client = root / "Library/Application Support/1E/Client"
+    client.mkdir(parents=True)
+    shutil.copyfile(FIXTURES / "macho" / "fq-darwin_amd64_a_dynamic", client / "1E.Client")
+    (client / "1E.Client").chmod(0o755)
+    (client / "1E.Client.conf").write_text("Switch=\nBackgroundChannelUrl=\nLoggingLevel=Info\n")
+    daemons = root / "Library/LaunchDaemons"
+    daemons.mkdir(parents=True)
+    (daemons / "com.1e.pkg.1E.Client.plist").write_bytes(plistlib.dumps(
+        {"Label": "com.1e.pkg.1E.Client", "ProgramArguments": [str(Path("/") / client.relative_to(root) / "1E.Client")]}))
+    pkg = work / "pkg"
+    pkg.mkdir()
+    subprocess.run("find . | cpio -o -H odc --quiet -R 0:0 | gzip -n > ../pkg/Payload", shell=True, cwd=root,
+                   check=True)
+    count = sum(1 for _ in root.rglob("*")) + 1
+    (pkg / "PackageInfo").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<pkg-info format-version="2" identifier="com.1e.pkg.1E.Client" '
+        f'version="5.1.0.12" install-location="/" auth="root">\n<payload numberOfFiles="{count}" '
+        'installKBytes="100"/>\n</pkg-info>\n')
+    out = work / "1e.client.pkg"
+    subprocess.run(["bsdtar", "--format", "xar", "-cf", str(out), "-C", str(pkg), "PackageInfo", "Payload"],
+                   check=True)
+    return out
 
 _KEYS: list = []
 
@@ -137,7 +177,7 @@ def make_fleet(root: Path, hostnames=("MAC01.local", "mac02"), *, toml: str = FL
     """A fleet whose every device passes the rules at NOW (password: PASSWORD via env)."""
     ca = make_ca(around=not_before or NOW)
     (root / "vendor").mkdir(parents=True, exist_ok=True)
-    (root / "vendor/1e.client-macOS_v5.1.0.12.pkg").write_bytes(b"xar!stand-in")
+    shutil.copyfile(vendor_standin(), root / "vendor/1e.client-macOS_v5.1.0.12.pkg")
     write_pem(root / "pki/root.pem", ca.cert)
     for h in hostnames:
         key, cert = make_device(ca, h, not_before=not_before)

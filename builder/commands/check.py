@@ -3,7 +3,6 @@ before anything is built. Exit 0 all pass (warnings allowed), 1 any fails, 2 bad
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,11 +53,13 @@ def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
     resolver = PasswordResolver(ask=ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in fleet.devices]
     cas = load_ca_files(list(fleet.trust.certificates))
+    vendor_line = _check_vendor(fleet)
+    from ..checking import check_devices
     from ..progress import ProgressBar, wanted
 
     bar = ProgressBar("devices") if wanted(as_json=as_json) and len(fleet.devices) > 1 else None
     try:
-        results = _check(fleet.devices, passwords, cas, at, jobs, bar)
+        results = check_devices(fleet.devices, passwords, cas, at, jobs, bar.update if bar else None)
     finally:
         if bar:
             bar.close()
@@ -77,51 +78,29 @@ def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
         emit_json({"fleet": fleet.fleet.name, "devices": [r.to_json() for r in results],
                    "summary": summary})
     else:
-        click.echo(_render(fleet.fleet.name, results, summary, at, RULES))
+        click.echo(_render(fleet.fleet.name, results, summary, at, RULES, vendor_line))
         if report_path is not None:
             click.echo(f"report: {report_path}", err=True)
     return EXIT_FINDINGS if failed else EXIT_OK
 
 
-def _check(devices, passwords, cas, at, jobs, bar) -> list:
-    """check_devices, reporting each result to `bar` as it arrives (same order, same errors).
+def _check_vendor(fleet) -> str:
+    """The vendor package must be usable before any device matters: read it as the build will."""
+    import tempfile
 
-    check_devices has no progress hook, so with a bar this drives builder.checking's own worker
-    functions through the same kind of pool."""
-    from .. import checking
-    from ..errors import CertificateError
+    from ..intake import resolve_vendor_package
+    from ..vendor import inspect_vendor
 
-    jobs = jobs or os.cpu_count() or 1
-    workers = min(jobs, len(devices))
-    if bar is None:
-        return checking.check_devices(devices, passwords, cas, at, jobs)
-    total = len(devices)
-    results = []
-    if workers <= 1:
-        for device, password in zip(devices, passwords):
-            results.append(checking.check_device(device, password, cas, at))
-            bar.update(len(results), total)
-        return results
-
-    from concurrent.futures import ProcessPoolExecutor
-
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    ders = [c.public_bytes(Encoding.DER) for c in cas]
-    chunk = max(1, min(64, total // (workers * 8)))  # small enough chunks for a live bar
-    with ProcessPoolExecutor(max_workers=workers, initializer=checking._init_worker,
-                             initargs=(ders,)) as pool:
-        for kind, value in pool.map(checking._work, [(d, p, at) for d, p in zip(devices, passwords)],
-                                    chunksize=chunk):
-            if kind == "error":
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise CertificateError(value)
-            results.append(value)
-            bar.update(len(results), total)
-    return results
+    with tempfile.TemporaryDirectory(prefix="fleetpkg-check-") as tmp:
+        source = resolve_vendor_package(fleet.vendor.package, Path(tmp))
+        vendor = inspect_vendor(source, allow_foreign=fleet.vendor.allow_foreign_vendor)
+    line = (f"vendor: {source.origin}: {vendor.identifier} {vendor.version} "
+            f"({', '.join(vendor.architectures)}{'; needs Rosetta 2' if vendor.needs_rosetta else ''})")
+    return "\n".join([line] + [f"note: {n}" for n in vendor.notes])
 
 
-def _render(name: str, results: list, summary: dict, at: datetime, rules: dict) -> str:
+def _render(name: str, results: list, summary: dict, at: datetime, rules: dict,
+            vendor_line: str | None = None) -> str:
     from ..output import table
 
     rows = []
@@ -145,6 +124,8 @@ def _render(name: str, results: list, summary: dict, at: datetime, rules: dict) 
                 fixes.append(f"  {rule_id}: {fix}")
         if fixes:
             out += ["", "how to fix:"] + fixes
+    if vendor_line:
+        out += ["", vendor_line]
     when = at.strftime("%Y-%m-%d %H:%M:%SZ")
     out += ["", f"{name}: {summary['devices']} devices checked at {when}: {summary['ok']} ok, "
                 f"{summary['failed']} failed, {summary['warnings']} warnings"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO
+from tests.conftest import FIXTURES, REPO
 from tests.fleetfactory import NOW, PASSWORD, make_ca, make_device, make_fleet, write_pfx
 
 AT = NOW.strftime("%Y-%m-%d")
@@ -278,3 +279,19 @@ def test_ask_password_prompts_once(tmp_path, monkeypatch):
     assert PASSWORD not in result.output
     doc = json.loads(result.stdout)
     assert doc["summary"]["ok"] == 2
+
+
+def test_check_reads_the_vendor_package_first(tmp_path):
+    make_fleet(tmp_path)
+    ok = run("check", "fleet.toml", "--at", AT, cwd=tmp_path)
+    assert "vendor: 1e.client-macOS_v5.1.0.12.pkg: com.1e.pkg.1E.Client 5.1.0.12 (x86_64; needs Rosetta 2)" \
+        in ok.stdout
+    vendor = tmp_path / "vendor" / "1e.client-macOS_v5.1.0.12.pkg"
+    vendor.write_bytes(vendor.read_bytes()[:100])
+    broken = run("check", "fleet.toml", "--at", AT, cwd=tmp_path)
+    assert broken.returncode == 2
+    assert broken.stderr.count("\n") == 1 and "1e.client-macOS_v5.1.0.12.pkg" in broken.stderr
+    shutil.copyfile(FIXTURES / "pkg" / "macinstall-test.pkg", vendor)
+    foreign = run("check", "fleet.toml", "--at", AT, cwd=tmp_path)
+    assert foreign.returncode == 2 and "--allow-foreign-vendor" in foreign.stderr
+    assert "Traceback" not in broken.stderr + foreign.stderr
