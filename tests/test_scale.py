@@ -1,6 +1,6 @@
 """Scale behaviour that does not need a stopwatch: the order of results does not depend on --jobs,
-the vendor package is opened a fixed number of times whatever the fleet size, a re-encoded p12
-is not derived twice, and the fleet benchmark still runs (tiny fleet; its figures are not checked)."""
+the vendor package is opened a fixed number of times whatever the fleet size, a written p12's
+keys are derived once, and the fleet benchmark still runs (tiny fleet; its figures are not checked)."""
 
 from __future__ import annotations
 
@@ -114,26 +114,64 @@ def test_vendor_package_is_read_a_fixed_number_of_times(demo, tmp_path, monkeypa
     assert counts[0] >= 1 and counts[0] == counts[1], counts
 
 
-def test_a_reencoded_p12_is_derived_once(tmp_path):
-    """reencode_for_macos's self-check reads the new p12; the device profile's own check reads it
-    again. The second read must reuse the derivations (builder.certs.kdf keeps recent results)."""
-    from builder.certs import load_pfx, reencode_for_macos
-    from builder.certs.kdf import pkcs12_kdf
-    from builder.profiles import device_profile
-    from tests.certs import factory
+def _written_p12s(out: Path) -> list[tuple[bytes, bytes]]:
+    """(p12, password) of every device profile and identity package a build wrote."""
+    import gzip
+    import io
+    import plistlib
 
-    ca = factory.make_ca()
-    dev = factory.make_device_cert(ca, "mac01.local")
-    path = factory.write_pfx(tmp_path / "d.pfx", dev.certificate, dev.key, b"pw", [ca.certificate])
-    identity = load_pfx(path, b"pw")
-    encoded = reencode_for_macos(identity, chain=[ca.certificate], friendly_name=b"mac01.local")
-    before = pkcs12_kdf.cache_info()
-    profile = device_profile(fleet="f", organization="o", identifier_prefix="com.example.f",
-                             hostname="mac01.local", p12=encoded.p12, p12_password=encoded.password,
-                             roots=[ca.certificate], intermediates=[])
-    after = pkcs12_kdf.cache_info()
-    assert profile
-    assert after.misses == before.misses and after.hits > before.hits
+    from builder.pkg.cpio import iter_cpio
+    from builder.pkg.xar import XarReader
+    from builder.scripts import IDENTITY_PASSWORD_FILE
+
+    found = []
+    for profile in sorted((out / "profiles" / "devices").glob("*.mobileconfig")):
+        if not profile.name.endswith(".signed.mobileconfig"):
+            for payload in plistlib.loads(profile.read_bytes())["PayloadContent"]:
+                if payload["PayloadType"] == "com.apple.security.pkcs12":
+                    found.append((payload["PayloadContent"], payload["Password"].encode()))
+    for pkg in sorted((out / "identity").glob("*.pkg")):
+        with XarReader(pkg) as xar:
+            scripts = gzip.decompress(xar.read("Scripts"))
+        files = {entry.name.removeprefix("./"): data.read() for entry, data in iter_cpio(io.BytesIO(scripts))}
+        p12 = next(v for k, v in files.items() if k.endswith(".p12"))
+        found.append((p12, files[IDENTITY_PASSWORD_FILE].strip()))
+    return found
+
+
+def test_each_written_p12_is_derived_once(tmp_path, monkeypatch):
+    """The build makes two p12s per device (device profile, identity package); their key
+    derivations (MAC key, each bag's key and IV) are each computed exactly once: the device
+    profile takes the certificate from the re-encoding instead of opening its p12 again, and
+    nothing keeps derived keys around to make a second read cheap."""
+    from builder.certs import kdf
+    from builder.certs.pfx import parse_pfx
+    from builder.commands.check import parse_at
+    from builder.config import load_config
+    from builder.demo import write_demo
+    from builder.pipeline import BuildOptions, run_build
+
+    assert not hasattr(kdf.pkcs12_kdf, "cache_info")  # no memo of passwords or derived keys
+    config = load_config(write_demo(tmp_path / "fleet"))
+    calls: Counter = Counter()
+    real = kdf.pkcs12_kdf
+
+    def counting(hash_name, password, salt, iterations, purpose, length):
+        calls[(salt, purpose)] += 1
+        return real(hash_name, password, salt, iterations, purpose, length)
+
+    monkeypatch.setattr(kdf, "pkcs12_kdf", counting)
+    result = run_build(config, BuildOptions(out_dir=tmp_path / "dist", at=parse_at(None), jobs=1))
+    monkeypatch.setattr(kdf, "pkcs12_kdf", real)
+    written = _written_p12s(result.output)
+    assert len(written) == 2 * len(config.devices)
+    for p12, password in written:
+        parsed = parse_pfx(p12, password)
+        wanted = [(parsed.mac.salt, kdf.MAC_MATERIAL)]
+        for pbe in parsed.encryptions:
+            wanted += [(pbe.salt, kdf.KEY_MATERIAL), (pbe.salt, kdf.IV_MATERIAL)]
+        assert len(wanted) == 5  # MAC + key bag + certificate container
+        assert [calls[w] for w in wanted] == [1] * len(wanted)
 
 
 def test_fleet_benchmark_runs(tmp_path):

@@ -5,7 +5,6 @@ fleetpkg does with a .pfx should cost little next to them (see benchmarks/bench_
 
 from __future__ import annotations
 
-import functools
 import hashlib
 
 # PKCS#12 KDF purposes (the "ID" byte of RFC 7292 B.3)
@@ -42,9 +41,8 @@ def bmp_password(password: bytes) -> bytes:
     return text.encode("utf-16-be") + b"\x00\x00"
 
 
-# A build reads each re-encoded p12 twice (reencode's self-check, then the device profile's own
-# check): the second read's derivations are these same calls, so a few recent results are kept.
-@functools.lru_cache(maxsize=32)
+# Deliberately not memoised: a cache would keep passwords and derived keys alive in process
+# memory. Callers avoid reading the same p12 twice instead (see profiles.device_profile).
 def pkcs12_kdf(hash_name: str, password: bytes, salt: bytes, iterations: int, purpose: int,
                length: int) -> bytes:
     """RFC 7292 B.2. `password` is already in BMP form (see bmp_password; b"" = absent)."""

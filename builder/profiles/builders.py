@@ -53,15 +53,19 @@ def _ca_payloads(prefix: str, organization: str, roots: Sequence[x509.Certificat
     return out
 
 
+def _check_password(password: str, hostname: str) -> None:
+    if not password or not password.isascii():
+        raise CertificateError("the PKCS#12 password must be non-empty ASCII (macOS rejects "
+                               "empty passwords)", where=f"device {hostname!r}")
+
+
 def _open_identity(p12: bytes, password: str, hostname: str) -> x509.Certificate:
     """The identity's certificate; also proves the password opens the p12 and the key matches.
 
     Uses builder.certs' PKCS#12 reader: it skips OpenSSL's ~30 ms RSA primality check per device.
     """
     where = f"device {hostname!r}"
-    if not password or not password.isascii():
-        raise CertificateError("the PKCS#12 password must be non-empty ASCII (macOS rejects "
-                               "empty passwords)", where=where)
+    _check_password(password, hostname)
     try:
         identity = identity_from(parse_pfx(p12, password.encode("ascii")))
     except FleetpkgError as exc:
@@ -73,11 +77,21 @@ def _open_identity(p12: bytes, password: str, hostname: str) -> x509.Certificate
 def device_profile(*, fleet: str, organization: str, identifier_prefix: str, hostname: str,
                    p12: bytes, p12_password: str, roots: Sequence[x509.Certificate],
                    intermediates: Sequence[x509.Certificate], allow_all_apps_access: bool = True,
-                   key_is_extractable: bool = False) -> dict:
-    """Per-Mac profile: the identity (pkcs12) plus the CA chain it needs, System scope, Mac only."""
+                   key_is_extractable: bool = False,
+                   certificate: x509.Certificate | None = None) -> dict:
+    """Per-Mac profile: the identity (pkcs12) plus the CA chain it needs, System scope, Mac only.
+
+    `certificate`: the identity's certificate, from a caller that has just made `p12` and
+    checked it (builder.certs.reencode_for_macos); the p12 is then not opened again, which
+    would repeat all of its key derivations. Without it, the p12 is opened with the password.
+    """
     prefix = _check_prefix(identifier_prefix)
     _check_host(hostname)
-    cert = _open_identity(p12, p12_password, hostname)
+    if certificate is None:
+        cert = _open_identity(p12, p12_password, hostname)
+    else:
+        _check_password(p12_password, hostname)
+        cert = certificate
     top = f"{prefix}.identity.{hostname.lower()}"
     identity = IdentityPayload(
         p12=p12, password=p12_password, certificate=cert, identifier=f"{top}.pkcs12",

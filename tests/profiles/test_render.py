@@ -169,6 +169,24 @@ def test_bad_device_inputs_raise_clear_errors(device_args, override, error):
     assert "\n" not in str(info.value)
 
 
+def test_given_certificate_skips_reopening_the_p12(pki, device_args, monkeypatch):
+    """With `certificate` (the build passes the one it has just re-encoded and checked) the p12
+    is not parsed again: no key derivation runs, and the profile is the same as when it is."""
+    from builder.certs import kdf
+
+    opened = parsed(device_profile(**device_args))
+
+    def no_kdf(*args):
+        raise AssertionError("the p12 was opened again")
+
+    monkeypatch.setattr(kdf, "pkcs12_kdf", no_kdf)
+    given = parsed(device_profile(**device_args, certificate=pki.device.certificate))
+    assert given == opened
+    for bad in ("", "pässwort"):  # the password rules still apply without opening the p12
+        with pytest.raises(CertificateError, match="non-empty ASCII"):
+            device_profile(**dict(device_args, p12_password=bad), certificate=pki.device.certificate)
+
+
 def test_p12_without_key_is_refused(pki):
     password = "abc123"
     only_cert = factory.make_pfx(pki.device.certificate, None, password.encode(), encryption="3des")
