@@ -29,17 +29,13 @@ COMMANDS = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return [name for name, mod in COMMANDS.items() if _available(mod)]
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
         mod = COMMANDS.get(name)
-        if mod is None or not _available(mod):
+        if mod is None:
             return None
         return importlib.import_module(f"builder.commands.{mod}").command
-
-
-def _available(mod: str) -> bool:
-    return importlib.util.find_spec(f"builder.commands.{mod}") is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
