@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -42,7 +42,10 @@ def _check_signature_value(cert: x509.Certificate, signer: cms.SignerInfo, signe
     if family is None or hash_oid not in cms.DIGESTS:
         return f"unsupported CMS signature algorithm {signer.signature_oid}"
     algorithm = cms.DIGESTS[hash_oid][1]()
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "the signer's certificate holds a public key that cannot be read"
     try:
         if family == "rsa" and isinstance(key, rsa.RSAPublicKey):
             key.verify(signer.signature, signed, padding.PKCS1v15(), algorithm)
