@@ -1,6 +1,6 @@
 """Scale behaviour that does not need a stopwatch: the order of results does not depend on --jobs,
 the vendor package is opened a fixed number of times whatever the fleet size, a written p12's
-keys are derived once, and the fleet benchmark still runs (tiny fleet; its figures are not checked)."""
+keys are derived at most once, and the fleet benchmark still runs (tiny fleet; its figures are not checked)."""
 
 from __future__ import annotations
 
@@ -139,12 +139,14 @@ def _written_p12s(out: Path) -> list[tuple[bytes, bytes]]:
     return found
 
 
-def test_each_written_p12_is_derived_once(tmp_path, monkeypatch):
-    """The build makes two p12s per device (device profile, identity package); their key
-    derivations (MAC key, each bag's key and IV) are each computed exactly once: the device
-    profile takes the certificate from the re-encoding instead of opening its p12 again, and
-    nothing keeps derived keys around to make a second read cheap."""
+def test_written_p12s_are_derived_at_most_once(tmp_path, monkeypatch):
+    """The build makes two p12s per device (device profile, identity package). OpenSSL derives
+    their keys to write them; fleetpkg's own reader then reads back (MAC key, each bag's key and
+    IV, each exactly once) only the first p12 of each process: later ones get the structural
+    check without the password. The device profile takes the certificate from the re-encoding
+    instead of opening its p12 again, and nothing keeps derived keys around."""
     from builder.certs import kdf
+    from builder.certs import reencode as reencode_module
     from builder.certs.pfx import parse_pfx
     from builder.commands.check import parse_at
     from builder.config import load_config
@@ -161,17 +163,22 @@ def test_each_written_p12_is_derived_once(tmp_path, monkeypatch):
         return real(hash_name, password, salt, iterations, purpose, length)
 
     monkeypatch.setattr(kdf, "pkcs12_kdf", counting)
+    monkeypatch.setattr(reencode_module, "_fully_checked_in", None)  # as in a fresh worker
     result = run_build(config, BuildOptions(out_dir=tmp_path / "dist", at=parse_at(None), jobs=1))
     monkeypatch.setattr(kdf, "pkcs12_kdf", real)
     written = _written_p12s(result.output)
     assert len(written) == 2 * len(config.devices)
+    derived = []
     for p12, password in written:
         parsed = parse_pfx(p12, password)
         wanted = [(parsed.mac.salt, kdf.MAC_MATERIAL)]
         for pbe in parsed.encryptions:
             wanted += [(pbe.salt, kdf.KEY_MATERIAL), (pbe.salt, kdf.IV_MATERIAL)]
         assert len(wanted) == 5  # MAC + key bag + certificate container
-        assert [calls[w] for w in wanted] == [1] * len(wanted)
+        counts = [calls[w] for w in wanted]
+        assert counts in ([1] * 5, [0] * 5), counts
+        derived.append(sum(counts))
+    assert sorted(derived) == [0] * (len(written) - 1) + [5]
 
 
 def test_fleet_benchmark_runs(tmp_path):

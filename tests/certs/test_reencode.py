@@ -8,7 +8,7 @@ import string
 import subprocess
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from builder.certs import CertificateError, ReencodedIdentity, load_pfx, reencode_for_macos
@@ -109,3 +109,163 @@ def test_self_check_rejects_wrong_algorithms(monkeypatch, pki):
     monkeypatch.setattr(reencode_module.pkcs12, "serialize_key_and_certificates", aes_instead)
     with pytest.raises(CertificateError, match="self-check"):
         reencode_for_macos(ident)
+
+
+# -- the two checks: structure for every p12, a full read once per process ----------------------
+
+def _openssl_p12(tmp_path, dev, chain, *options: str) -> bytes:
+    """A PKCS#12 written by `openssl pkcs12 -export` with the given algorithm options."""
+    openssl = require_tool("openssl")
+    key = tmp_path / "key.pem"
+    key.write_bytes(dev.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    factory.write_pem(tmp_path / "cert.pem", dev.certificate)
+    factory.write_pem(tmp_path / "chain.pem", *chain)
+    out = tmp_path / "out.p12"
+    subprocess.run([openssl, "pkcs12", "-export", "-inkey", str(key), "-in", str(tmp_path / "cert.pem"),
+                    "-certfile", str(tmp_path / "chain.pem"), "-passout", "env:P12_PW", "-out", str(out),
+                    *options], check=True, capture_output=True, env=dict(os.environ, P12_PW="Pw1234567"))
+    return out.read_bytes()
+
+
+MACOS_FORM = ("-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-iter", "2048")
+
+
+def test_structure_check_accepts_what_openssl_writes_in_the_macos_form(tmp_path, pki):
+    root, issuing, dev = pki
+    p12 = _openssl_p12(tmp_path, dev, [issuing.certificate], *MACOS_FORM)
+    reencode_module.check_structure(p12, "Pw1234567")  # no password needed: the KDF never runs
+
+
+@pytest.mark.parametrize("options, why", [
+    ((), "MAC is HMAC-SHA256"),  # OpenSSL 3 default: PBES2/AES-256 bags, SHA-256 MAC
+    (("-macalg", "sha1"), "AES-256-CBC"),  # AES bags with the right MAC
+    (("-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha256"), "HMAC-SHA256"),
+    (("-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-iter", "4096"),
+     "4096 iterations"),
+    (("-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-nomaciter"),
+     "1 iterations"),
+    (("-legacy",), "RC2"),  # 3DES key, RC2-40 certificates
+    (("-keypbe", "PBE-SHA1-3DES", "-certpbe", "NONE", "-macalg", "sha1"), "not encrypted"),
+    (("-keypbe", "NONE", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1"), "unencrypted"),
+    (("-keypbe", "PBE-SHA1-2DES", "-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1"), "2-KeyTripleDES"),
+])
+def test_structure_check_rejects_other_algorithms(tmp_path, pki, options, why):
+    _, issuing, dev = pki
+    p12 = _openssl_p12(tmp_path, dev, [issuing.certificate], *options)
+    with pytest.raises(CertificateError, match="self-check") as info:
+        reencode_module.check_structure(p12, "Pw1234567", where="dev.pfx")
+    assert why in str(info.value) and "dev.pfx" in str(info.value)
+
+
+def _with_mac_salt(p12: bytes, size: int) -> bytes:
+    """`p12` with its MAC salt (the last OCTET STRING of MacData, at the file's end) replaced by
+    `size` bytes; the two enclosing lengths (MacData, PFX) are rewritten to match."""
+    tail = b"\x02\x02\x08\x00"  # INTEGER 2048, the MAC iteration count, ends the file
+    assert p12.endswith(tail)
+    salt_at = len(p12) - len(tail) - 10
+    assert p12[salt_at:salt_at + 2] == b"\x04\x08"
+    grow = size - 8
+    mac_at = p12.rindex(b"\x30\x31\x30\x21", 0, salt_at)  # MacData: SEQ { DigestInfo(SHA-1), salt, iter }
+    body = p12[4:mac_at] + bytes([0x30, 0x31 + grow]) + p12[mac_at + 2:salt_at] \
+        + bytes([0x04, size]) + b"\x5a" * size + tail
+    assert p12[:2] == b"\x30\x82"
+    return b"\x30\x82" + len(body).to_bytes(2, "big") + body
+
+
+def test_structure_check_rejects_other_salt_sizes(tmp_path, pki):
+    _, issuing, dev = pki
+    good = _openssl_p12(tmp_path, dev, [issuing.certificate], *MACOS_FORM)
+    reencode_module.check_structure(_with_mac_salt(good, 8), "Pw1234567")  # the rewrite itself is sound
+    with pytest.raises(CertificateError, match="salt of 16 bytes"):
+        reencode_module.check_structure(_with_mac_salt(good, 16), "Pw1234567")
+
+
+@pytest.mark.parametrize("password", ["", "pässwort"])
+def test_structure_check_rejects_empty_or_non_ascii_passwords(tmp_path, pki, password):
+    _, issuing, dev = pki
+    p12 = _openssl_p12(tmp_path, dev, [issuing.certificate], *MACOS_FORM)
+    with pytest.raises(CertificateError, match="non-empty ASCII"):
+        reencode_module.check_structure(p12, password)
+
+
+def _count_full_checks(monkeypatch) -> list:
+    calls = []
+    real = reencode_module.self_check
+    monkeypatch.setattr(reencode_module, "self_check", lambda *a: (calls.append(1), real(*a))[1])
+    return calls
+
+
+def test_full_check_runs_once_per_process(monkeypatch, pki):
+    _, issuing, dev = pki
+    ident = load_pfx_bytes(factory.make_pfx(dev.certificate, dev.key, PASSWORD, [issuing.certificate]))
+    monkeypatch.setattr(reencode_module, "_fully_checked_in", None)
+    calls = _count_full_checks(monkeypatch)
+    for _ in range(3):
+        reencode_for_macos(ident)
+    assert len(calls) == 1
+    reencode_for_macos(ident, full_check=True)
+    assert len(calls) == 2
+
+
+def _reencode_in_child(pfx: bytes) -> int:
+    """In a forked process: how many full checks two re-encodings run."""
+    calls = []
+    real = reencode_module.self_check
+    reencode_module.self_check = lambda *a: (calls.append(1), real(*a))[1]
+    ident = load_pfx_bytes(pfx)
+    reencode_for_macos(ident)
+    reencode_for_macos(ident)
+    return len(calls)
+
+
+def test_a_forked_worker_does_its_own_full_check(pki):
+    """A worker forked after the parent's full check inherits the parent's memory; it must still
+    read back its own first p12 (the flag is the pid that did the check)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _, issuing, dev = pki
+    pfx = factory.make_pfx(dev.certificate, dev.key, PASSWORD, [issuing.certificate])
+    reencode_for_macos(load_pfx_bytes(pfx))  # the parent's own
+    assert reencode_module._fully_checked_in == os.getpid()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert pool.submit(_reencode_in_child, pfx).result() == 1
+
+
+def test_full_check_catches_what_the_structure_cannot(monkeypatch, pki):
+    """A writer that labels the right algorithms around the wrong secret (here: a p12 sealed with
+    another password) passes the structural check; the process's first full read stops it."""
+    _, _, dev = pki
+    ident = load_pfx_bytes(factory.make_pfx(dev.certificate, dev.key, PASSWORD))
+    real = pkcs12.serialize_key_and_certificates
+
+    def other_password(name, key, cert, cas, encryption):
+        wrong = (serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(2048)
+                 .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+                 .hmac_hash(hashes.SHA1()).build(b"not-the-password"))
+        return real(name, key, cert, cas, wrong)
+
+    monkeypatch.setattr(reencode_module.pkcs12, "serialize_key_and_certificates", other_password)
+    monkeypatch.setattr(reencode_module, "_fully_checked_in", None)
+    with pytest.raises(CertificateError, match="self-check: wrong password"):
+        reencode_for_macos(ident)
+    reencode_for_macos(ident, full_check=False)  # the documented limit of the cheap check
+
+
+def test_structure_check_alone_rejects_wrong_algorithms(monkeypatch, pki):
+    """After the process's full check, later p12s get only the structural check: it alone must
+    refuse a writer that ignored the requested algorithms."""
+    _, _, dev = pki
+    ident = load_pfx_bytes(factory.make_pfx(dev.certificate, dev.key, PASSWORD))
+    reencode_for_macos(ident)  # this process's full check is now done
+    calls = _count_full_checks(monkeypatch)
+    real = pkcs12.serialize_key_and_certificates
+
+    def aes_instead(name, key, cert, cas, encryption):
+        return real(name, key, cert, cas, serialization.BestAvailableEncryption(encryption.password))
+
+    monkeypatch.setattr(reencode_module.pkcs12, "serialize_key_and_certificates", aes_instead)
+    with pytest.raises(CertificateError, match="self-check: MAC is HMAC-SHA256"):
+        reencode_for_macos(ident)
+    assert calls == []

@@ -1,0 +1,94 @@
+"""How a PKCS#12 is protected, read from its structure alone: no password, no key derivation.
+
+The MAC parameters, every encrypted container's and every shrouded key bag's PBE are visible
+in the clear (RFC 7292 sections 4 and 4.2.2); only the bags inside encrypted containers are not.
+That is enough to prove a freshly written p12 uses the algorithms macOS imports, at the cost of
+a DER walk instead of all its key derivations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import der
+from ..errors import FormatError
+from .pbe import Pbe
+from .pbe import parse as parse_pbe
+from .pfx import (CERT_BAG, DATA, ENCRYPTED_DATA, KEY_BAG, MAX_BAG_DEPTH, SAFE_CONTENTS_BAG,
+                  SHROUDED_KEY_BAG, MacInfo, _parse_mac)
+from .tlv import kid, kids, oid, root
+
+
+@dataclass(frozen=True)
+class Protection:
+    mac: MacInfo | None
+    containers: tuple[str, ...]  # per authSafe ContentInfo: "data" | "encryptedData" | other OID
+    container_pbes: tuple[Pbe, ...]  # of the encryptedData containers, in file order
+    shrouded_keys: tuple[Pbe, ...]  # of the pkcs8ShroudedKeyBags in plain containers
+    plain_keys: int  # unencrypted keyBags in plain containers
+    plain_certs: int  # certBags in plain containers (readable without the password)
+
+
+def read_protection(data: bytes) -> Protection:
+    """Raises FormatError (malformed) or CertificateError (an algorithm fleetpkg cannot name)."""
+    try:
+        return _read(bytes(data))
+    except FormatError:
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        raise FormatError(f"not a valid PKCS#12 file ({type(exc).__name__}: {exc})") from None
+
+
+def _read(data: bytes) -> Protection:
+    pfx = kids(root(data).expect(der.SEQUENCE, "PFX"))
+    if len(pfx) < 2 or pfx[0].tag != der.INTEGER or pfx[0].as_int() != 3:
+        raise FormatError("expected a PFX with version 3")
+    auth = kids(pfx[1].expect(der.SEQUENCE, "authSafe"))
+    if oid(auth[0]) != DATA:
+        raise FormatError(f"authSafe content type is {oid(auth[0])}, not data (password integrity)")
+    auth_bytes = kid(auth[1].expect(0xA0, "authSafe content"), 0).as_octets()
+    mac = _parse_mac(pfx[2]) if len(pfx) > 2 else None
+    containers: list[str] = []
+    container_pbes: list[Pbe] = []
+    walk = _Walk()
+    for info in kids(root(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe")):
+        parts = kids(info.expect(der.SEQUENCE, "ContentInfo"))
+        ctype = oid(parts[0])
+        if ctype == DATA:
+            containers.append("data")
+            walk.safe_contents(kid(parts[1].expect(0xA0, "content"), 0).as_octets())
+        elif ctype == ENCRYPTED_DATA:
+            containers.append("encryptedData")
+            enc = kids(kid(parts[1].expect(0xA0, "content"), 0))
+            eci = kids(enc[1].expect(der.SEQUENCE, "EncryptedContentInfo"))
+            container_pbes.append(parse_pbe(eci[1]))
+        else:
+            containers.append(ctype)
+    return Protection(mac, tuple(containers), tuple(container_pbes), tuple(walk.shrouded),
+                      walk.plain_keys, walk.plain_certs)
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.shrouded: list[Pbe] = []
+        self.plain_keys = 0
+        self.plain_certs = 0
+
+    def safe_contents(self, data: bytes, depth: int = 0) -> None:
+        if depth > MAX_BAG_DEPTH:
+            raise FormatError("SafeContents nested too deeply")
+        for bag in kids(root(data).expect(der.SEQUENCE, "SafeContents")):
+            parts = kids(bag.expect(der.SEQUENCE, "SafeBag"))
+            if len(parts) < 2:
+                raise FormatError("SafeBag without a value")
+            bag_id = oid(parts[0])
+            value = kid(parts[1].expect(0xA0, "SafeBag value"), 0)
+            if bag_id == SHROUDED_KEY_BAG:
+                epki = kids(value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo"))
+                self.shrouded.append(parse_pbe(epki[0]))
+            elif bag_id == KEY_BAG:
+                self.plain_keys += 1
+            elif bag_id == CERT_BAG:
+                self.plain_certs += 1
+            elif bag_id == SAFE_CONTENTS_BAG:
+                self.safe_contents(value.raw, depth + 1)
