@@ -193,8 +193,7 @@ def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encod
     for name, cert in zip(ca_names, cas):
         files[name] = (cert.public_bytes(Encoding.DER), 0o644)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    build_component(dest, identifier=pkg_id, version=s.version, root=None, scripts=files)
-    os.chmod(dest, 0o600)
+    build_component(dest, identifier=pkg_id, version=s.version, root=None, scripts=files, mode=0o600)
 
 
 def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: int,

@@ -3,13 +3,15 @@
 A component package is a xar holding PackageInfo, Bom, Payload and optionally Scripts at its
 root; a product archive holds a Distribution plus one `NAME.pkg/` directory per component
 (flat-package-format.md §0). Opening reads the xar TOC and the small XML members only; payloads
-are streamed on demand. Building writes Payload/Scripts to temporary files (streamed), and a
-product can embed another package's component by copying its stored heap bytes unchanged, so the
+are streamed on demand. Building writes Payload/Scripts to temporary files (streamed) -- or,
+when every input is already in memory and small (scripts, a few certificates), builds them in
+memory and writes the package as its only file -- and a product can embed another package's component by copying its stored heap bytes unchanged, so the
 vendor's receipt and BOM stay exactly as the vendor made them.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from dataclasses import dataclass, field, replace
@@ -21,6 +23,7 @@ from .component import PackageInfo, parse_package_info, render_package_info, scr
 from .product import Distribution, parse_distribution, render_distribution
 
 MAX_XML_MEMBER = 4 * 1024 * 1024
+IN_MEMORY_MAX = 8 * 1024 * 1024  # in-memory inputs up to this total are built without temp files
 MAX_BOM = 256 * 1024 * 1024
 MEMBERS = ("Bom", "Payload", "Scripts", "PackageInfo")  # Apple's heap order inside a component
 SCRIPT_MODE = 0o755
@@ -238,13 +241,25 @@ def _gz_archive(entries, tmpdir: str, name: str):
     return path, stats
 
 
+def _all_in_memory(*trees) -> bool:
+    """Every file's content is held in memory (no file on disk to stream) and the total is small."""
+    total = 0
+    for tree in trees:
+        for e in tree or ():
+            if e.kind == "file" and e.data is None:
+                return False
+            total += e.size
+    return total <= IN_MEMORY_MAX
+
+
 def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
                     root: str | os.PathLike | Sequence | None,
                     scripts: str | os.PathLike | Mapping[str, bytes | tuple[bytes, int]] | None = None,
                     install_location: str | None = "/", auth: str = "root",
                     postinstall_action: str = "none", compression: str = "gzip",
-                    bundles: tuple = (), checksum_alg: str = "sha1") -> BuiltComponent:
-    """Write a component package (pkgbuild's layout) to `dest`, atomically and reproducibly.
+                    bundles: tuple = (), checksum_alg: str = "sha1", mode: int = 0o644) -> BuiltComponent:
+    """Write a component package (pkgbuild's layout) to `dest`, atomically and reproducibly,
+    with permission bits `mode` (0o600 for a package holding secrets).
 
     `root` is a directory or a list of TreeEntry (kept in its order, "." first); None makes a
     payload-free package shaped like `pkgbuild --nopayload`: its Bom and Payload hold only the "."
@@ -266,24 +281,42 @@ def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
         if not scripts_for(names) and root is None:
             raise BuildError("scripts hold neither preinstall nor postinstall", where=str(dest))
     import tempfile
+    from .payload import write_payload
     dest = Path(dest)
-    with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
-        payload_path = Path(tmp) / "Payload"
-        from .payload import write_payload
-        with open(payload_path, "wb") as out:
-            stats = write_payload(out, entries, compression=compression)
-        bom = _bom_bytes(entries, stats)
-        scripts_path = _gz_archive(script_entries, tmp, "Scripts")[0] if script_entries else None
-        info = PackageInfo(
+
+    def info_for(stats) -> PackageInfo:
+        return PackageInfo(
             identifier=identifier, version=version, install_location=install_location, auth=auth,
             postinstall_action=postinstall_action,
             scripts=scripts_for(e.path[2:] for e in script_entries or () if e.kind == "file"),
             bundles=tuple(bundles), payload_files=stats.files,
             install_kbytes=0 if root is None else stats.install_kbytes)
+
+    if _all_in_memory(entries, script_entries):
+        # the same members, byte for byte, without temporary files: the package is the only file
+        payload = io.BytesIO()
+        stats = write_payload(payload, entries, compression=compression)
+        members: dict[str, bytes | Path] = {"Bom": _bom_bytes(entries, stats), "Payload": payload.getvalue()}
+        if script_entries:
+            scripts_gz = io.BytesIO()
+            write_payload(scripts_gz, script_entries, compression="gzip")
+            members["Scripts"] = scripts_gz.getvalue()
+        info = info_for(stats)
+        members["PackageInfo"] = render_package_info(info)
+        with _xar().XarWriter(dest, checksum_alg=checksum_alg, in_memory=True, mode=mode) as w:
+            _add_members(w, "", members)
+        return BuiltComponent(dest, info)
+    with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
+        payload_path = Path(tmp) / "Payload"
+        with open(payload_path, "wb") as out:
+            stats = write_payload(out, entries, compression=compression)
+        bom = _bom_bytes(entries, stats)
+        scripts_path = _gz_archive(script_entries, tmp, "Scripts")[0] if script_entries else None
+        info = info_for(stats)
         members = {"Bom": bom, "Payload": payload_path, "PackageInfo": render_package_info(info)}
         if scripts_path:
             members["Scripts"] = scripts_path
-        with _xar().XarWriter(dest, checksum_alg=checksum_alg) as w:
+        with _xar().XarWriter(dest, checksum_alg=checksum_alg, mode=mode) as w:
             _add_members(w, "", members)
     return BuiltComponent(dest, info)
 

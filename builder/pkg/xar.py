@@ -858,8 +858,8 @@ class _Output:
         except OSError as exc:
             raise BuildError(f"cannot create output: {exc.strerror or exc}", where=str(self.dest)) from None
 
-    def commit(self) -> None:
-        os.fchmod(self.fd, 0o644)
+    def commit(self, mode: int = 0o644) -> None:
+        os.fchmod(self.fd, mode)
         os.close(self.fd)
         self.fd = -1
         os.replace(self.tmp, self.dest)
@@ -929,11 +929,16 @@ def _needs_base64(name: str) -> bool:
 
 
 class XarWriter:
-    """Builds a xar file; data is spooled to a temp file so memory stays flat."""
+    """Builds a xar file; data is spooled to a temp file so memory stays flat.
+
+    in_memory=True spools to memory instead, for small archives (a per-device identity package):
+    the output file is then the only file created. `mode` is the output's permission bits, set
+    before it appears under its name (0o600 for an archive that holds secrets).
+    """
 
     def __init__(self, dest: str | os.PathLike, *, checksum_alg: str = "sha1",
                  creation_time: int | None = None, signer: Signer | None = None,
-                 file_checksum_alg: str = "sha1"):
+                 file_checksum_alg: str = "sha1", in_memory: bool = False, mode: int = 0o644):
         if checksum_alg not in ALGORITHM_IDS:
             raise BuildError(f"unsupported TOC checksum algorithm {checksum_alg!r}",
                              hint=f"use one of {', '.join(sorted(ALGORITHM_IDS))}")
@@ -948,13 +953,18 @@ class XarWriter:
         self._sig_sizes = _check_signer(signer)[:2] if signer is not None else (0, 0)
         self._root = _Node("", "directory", 0o755, 0, 0, "root", "wheel")
         self._closed = False
-        directory = self.dest.parent if str(self.dest.parent) else Path(".")
-        try:
-            self._spool = tempfile.TemporaryFile(dir=directory, buffering=0)
-        except OSError as exc:
-            raise BuildError(f"cannot create temporary file: {exc.strerror or exc}",
-                             where=str(self.dest)) from None
-        self._spool_fd = self._spool.fileno()
+        self.mode = mode
+        self._spool = None
+        self._memory: bytearray | None = bytearray() if in_memory else None
+        self._spool_fd = -1  # with in_memory: stands for self._memory in _Blob ranges
+        if not in_memory:
+            directory = self.dest.parent if str(self.dest.parent) else Path(".")
+            try:
+                self._spool = tempfile.TemporaryFile(dir=directory, buffering=0)
+            except OSError as exc:
+                raise BuildError(f"cannot create temporary file: {exc.strerror or exc}",
+                                 where=str(self.dest)) from None
+            self._spool_fd = self._spool.fileno()
         self._spool_pos = 0
         self._held: list[int] = []  # dup'd descriptors of referenced sources, closed at the end
 
@@ -1029,7 +1039,10 @@ class XarWriter:
         return held
 
     def _spool_write(self, data) -> None:
-        _write_all(self._spool_fd, data)
+        if self._memory is not None:
+            self._memory += data
+        else:
+            _write_all(self._spool_fd, data)
         self._spool_pos += len(data)
 
     def _store(self, chunks: Iterable, compress: bool) -> _Blob:
@@ -1227,8 +1240,11 @@ class XarWriter:
                 else:
                     ranges.append([fd, b.offset, b.length])
             for fd, offset, length in ranges:
-                _copy_range(fd, out.fd, offset, length)
-            out.commit()
+                if fd == -1:
+                    _write_all(out.fd, memoryview(self._memory)[offset:offset + length])
+                else:
+                    _copy_range(fd, out.fd, offset, length)
+            out.commit(self.mode)
             out = None
         except OSError as exc:
             raise BuildError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
@@ -1247,6 +1263,7 @@ class XarWriter:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+        self._memory = None
 
 
 def _text_el(tag: str, text: str) -> ET.Element:

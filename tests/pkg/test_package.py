@@ -209,6 +209,47 @@ def test_payload_free_component(tmp_path, monkeypatch):
     assert [s.tag for s in info.find("scripts")] == ["preinstall", "postinstall"]
 
 
+def test_in_memory_component_is_byte_identical_to_the_streamed_one(tmp_path, tmp_path_factory, monkeypatch):
+    """Inputs held in memory (a mapping, TreeEntry data, payload-free) build without temporary
+    files and give the very bytes the streamed path (temp Payload/Scripts files) gives."""
+    import tempfile as tempfile_module
+
+    from builder.pkg import package as package_module
+    from builder.pkg.tree import entries_from_mapping
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    secret = os.urandom(3000)
+    scripts = {"preinstall": b"#!/bin/sh\nexit 0\n", "postinstall": (b"#!/bin/sh\n", 0o700),
+               "mac.p12": (secret, 0o600), "lib/ca-1.cer": os.urandom(900)}
+    root = entries_from_mapping({"Library/ACME/conf.txt": b"Switch=x\n", "Library/ACME/tool": (b"\x7fELF" * 500, 0o755)})
+    cases = {"payload-free": dict(root=None, scripts=scripts),
+             "mapping payload": dict(root=root, scripts=scripts),
+             "no scripts": dict(root=root, scripts=None)}
+    for name, kwargs in cases.items():
+        monkeypatch.setattr(package_module, "IN_MEMORY_MAX", -1)  # force the streamed path
+        streamed = build_component(tmp_path / "s.pkg", identifier="com.acme.x", version="1", **kwargs)
+        monkeypatch.undo()
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        monkeypatch.setattr(tempfile_module, "TemporaryDirectory", None)  # no temp folder ...
+        monkeypatch.setattr(tempfile_module, "TemporaryFile", None)  # ... nor spool file
+        made = build_component(tmp_path / "m.pkg", identifier="com.acme.x", version="1", mode=0o600, **kwargs)
+        monkeypatch.undo()
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        assert made.path.read_bytes() == streamed.path.read_bytes(), name
+        assert made.info == streamed.info
+        assert made.path.stat().st_mode & 0o777 == 0o600 and streamed.path.stat().st_mode & 0o777 == 0o644
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkg", "s.pkg"]
+        expected = ["Bom", "PackageInfo", "Payload"] + (["Scripts"] if kwargs["scripts"] else [])
+        assert sorted(members(made.path)) == expected
+        out = tmp_path_factory.mktemp("extracted")
+        bsdtar("-xf", made.path, "-C", out)  # verifies every member checksum
+        if kwargs["scripts"]:
+            modes = {line.split()[-1]: line.split()[0]
+                     for line in cpio_list(member(made.path, "Scripts"), verbose=True)}
+            assert modes["./mac.p12"] == "-rw-------" and modes["./postinstall"] == "-rwxr-xr-x"
+            assert (out / "Scripts").read_bytes() == member(streamed.path, "Scripts")
+
+
 def test_payload_free_needs_scripts(tmp_path):
     with pytest.raises(BuildError):
         build_component(tmp_path / "p.pkg", identifier="a", version="1", root=None, scripts=None)
