@@ -51,14 +51,21 @@ class Staging:
         self.root = root
         self._artifacts: dict[str, Artifact] = {}
 
-    def path(self, rel: str) -> Path:
-        """Where to write `rel`; parent folders are created."""
+    def _resolve(self, rel: str) -> Path:
         clean = PurePosixPath(rel)
         if clean.is_absolute() or ".." in clean.parts or not clean.parts:
             raise BuildError(f"internal error: artifact path {rel!r} is not a plain relative path")
-        out = self.root.joinpath(*clean.parts)
+        return self.root.joinpath(*clean.parts)
+
+    def path(self, rel: str) -> Path:
+        """Where to write `rel`; parent folders are created."""
+        out = self._resolve(rel)
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
+
+    def artifact(self, rel: str) -> Artifact | None:
+        """The record of an already registered file."""
+        return self._artifacts.get(str(PurePosixPath(rel)))
 
     def write(self, rel: str, data: bytes, *, kind: str, secret: bool = False,
               signed: str | None = None, executable: bool = False) -> Artifact:
@@ -68,14 +75,28 @@ class Staging:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(out, mode)  # O_CREAT's mode is filtered by the umask
-        return self.register(rel, kind=kind, secret=secret, signed=signed)
+        return self.register(rel, kind=kind, secret=secret, signed=signed,
+                             sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
-    def register(self, rel: str, *, kind: str, secret: bool = False, signed: str | None = None) -> Artifact:
-        """Record a file already written at self.path(rel)."""
-        out = self.path(rel)
-        if secret:
+    def register(self, rel: str, *, kind: str, secret: bool = False, signed: str | None = None,
+                 sha256: str | None = None, size: int | None = None) -> Artifact:
+        """Record a file already written at self.path(rel).
+
+        A writer that had the bytes in hand (a worker process, write()) passes their sha256 and
+        size, so the file is not read again; its size on disk must agree."""
+        out = self._resolve(rel)
+        try:
+            st = out.stat()
+        except FileNotFoundError:
+            raise BuildError(f"internal error: {rel} was registered but never written") from None
+        if secret and st.st_mode & 0o777 != 0o600:
             os.chmod(out, 0o600)
-        art = Artifact(str(PurePosixPath(rel)), kind, sha256_file(out), out.stat().st_size, secret, signed)
+        if sha256 is None or size is None:
+            sha256, size = sha256_file(out), st.st_size
+        elif size != st.st_size:
+            raise BuildError(f"internal error: {rel} is {st.st_size} bytes on disk, its writer "
+                             f"reported {size}")
+        art = Artifact(str(PurePosixPath(rel)), kind, sha256, size, secret, signed)
         self._artifacts[art.path] = art
         return art
 

@@ -11,6 +11,7 @@ output does not depend on scheduling.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -79,9 +80,22 @@ class DeviceSettings:
 
 
 @dataclass(frozen=True)
+class WrittenFile:
+    """A file a worker wrote into the staging folder, with the digest of the bytes it wrote (so
+    the parent records it without reading it again)."""
+
+    rel: str
+    kind: str
+    secret: bool
+    signer: str | None
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class DeviceOutcome:
     result: object  # DeviceResult
-    files: tuple[tuple[str, str, bool, str | None], ...]  # (rel path, kind, secret, signer)
+    files: tuple[WrittenFile, ...]
     artifacts: DeviceArtifacts | None
 
 
@@ -105,12 +119,15 @@ def _init_worker(settings: DeviceSettings) -> None:
                                 tuple(x509.load_der_x509_certificate(c) for c in chain))
 
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
+def _write_file(staging: Path, rel: str, data: bytes, kind: str, signer: str | None = None) -> WrittenFile:
+    """A secret per-device file, 0600 from its creation."""
+    path = staging / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    os.chmod(path, mode)
+        os.fchmod(fh.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask (never widened)
+    return WrittenFile(rel, kind, True, signer, hashlib.sha256(data).hexdigest(), len(data))
 
 
 def _device_work(job: DeviceJob) -> tuple[str, object]:
@@ -138,7 +155,7 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
     chain = build_chain(identity.certificate, cas, identity.extra_certificates, s.at)
     roots = [c for c in chain if is_self_signed(c)]
     intermediates = [c for c in chain if not is_self_signed(c)]
-    files: list[tuple[str, str, bool, str | None]] = []
+    files: list[WrittenFile] = []
 
     from .profiles import device_profile, render_xml, sign_profile
 
@@ -151,21 +168,25 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
                              certificate=identity.certificate)  # reencode_for_macos checked the p12
     xml = render_xml(profile)
     rel = f"profiles/devices/{job.hostname}.mobileconfig"
-    _write_file(s.staging / rel, xml, 0o600)
-    files.append((rel, "device-profile", True, None))
+    files.append(_write_file(s.staging, rel, xml, "device-profile"))
     signed_rel = None
     if signer is not None:
         signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
-        _write_file(s.staging / signed_rel, sign_profile(xml, signer), 0o600)
-        files.append((signed_rel, "device-profile-signed", True, signer.certificate.subject.rfc4514_string()))
+        files.append(_write_file(s.staging, signed_rel, sign_profile(xml, signer), "device-profile-signed",
+                                 signer.certificate.subject.rfc4514_string()))
 
     pkg_rel = pkg_id = None
     if s.identity_packages:
         pkg_rel, pkg_id = f"identity/{job.hostname}.pkg", identity_package_id(s.identifier, job.hostname)
         # the identity package gets its own fresh PKCS#12 and password: artifacts never share secrets
         own = reencode_for_macos(identity, chain=chain, friendly_name=job.hostname.encode())
-        _build_identity_package(s, job.hostname, pkg_id, own, roots + intermediates, s.staging / pkg_rel)
-        files.append((pkg_rel, "identity-pkg", True, None))
+        built = _build_identity_package(s, job.hostname, pkg_id, own, roots + intermediates, s.staging / pkg_rel)
+        sha256, size = built.sha256, built.size
+        if sha256 is None or size is None:
+            from .dist import sha256_file
+
+            sha256, size = sha256_file(built.path), built.path.stat().st_size
+        files.append(WrittenFile(pkg_rel, "identity-pkg", True, None, sha256, size))
     arts = DeviceArtifacts(job.hostname, job.serial, result.not_after, rel, signed_rel, pkg_rel, pkg_id,
                            s.version if pkg_rel else None)
     return DeviceOutcome(result, tuple(files), arts)
@@ -175,7 +196,7 @@ def identity_package_id(prefix: str, hostname: str) -> str:
     return f"{prefix}.identity.{hostname.lower()}"
 
 
-def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encoded, cas, dest: Path) -> None:
+def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encoded, cas, dest: Path):
     from .pkg.package import build_component
     from .scripts import IDENTITY_PASSWORD_FILE, IdentityContext, render_identity_scripts
 
@@ -193,7 +214,7 @@ def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encod
     for name, cert in zip(ca_names, cas):
         files[name] = (cert.public_bytes(Encoding.DER), 0o644)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    build_component(dest, identifier=pkg_id, version=s.version, root=None, scripts=files, mode=0o600)
+    return build_component(dest, identifier=pkg_id, version=s.version, root=None, scripts=files, mode=0o600)
 
 
 def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: int,
@@ -424,8 +445,9 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 names = ", ".join(r.hostname for r in failed[:10]) + (" ..." if len(failed) > 10 else "")
                 raise DevicesFailed(results, f"{len(failed)} device(s) fail the certificate rules: {names}")
             for outcome in outcomes:
-                for rel, kind, secret, signed in outcome.files:
-                    stage.register(rel, kind=kind, secret=secret, signed=signed)
+                for f in outcome.files:
+                    stage.register(f.rel, kind=f.kind, secret=f.secret, signed=f.signer, sha256=f.sha256,
+                                   size=f.size)
             devices = tuple(o.artifacts for o in outcomes if o.artifacts is not None)
             skipped = tuple(r.hostname for r in failed)
 

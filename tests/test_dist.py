@@ -34,6 +34,37 @@ def test_publish_writes_manifest_and_sums(tmp_path):
     assert subprocess.run([sha256sum, "-c", "SHA256SUMS"], cwd=final, capture_output=True).returncode != 0
 
 
+def test_register_takes_the_writers_digest_without_reading(tmp_path, monkeypatch):
+    """A worker that wrote the bytes reports their sha256 and size; the parent then reads
+    nothing, yet a size that disagrees with the disk, or a missing file, is refused."""
+    import hashlib
+
+    from builder import dist
+    from builder.errors import BuildError
+
+    final = tmp_path / "dist" / "demo-1.0-1"
+    data = b"<plist>secret</plist>\n"
+    digest = hashlib.sha256(data).hexdigest()
+    with staged_output(final) as stage:
+        out = stage.path("profiles/devices/mac.mobileconfig")
+        out.write_bytes(data)
+        out.chmod(0o644)
+        monkeypatch.setattr(dist, "sha256_file", None)  # reading a file to hash it now fails
+        art = stage.register("profiles/devices/mac.mobileconfig", kind="device-profile", secret=True,
+                             sha256=digest, size=len(data))
+        assert (art.sha256, art.size, art.secret) == (digest, len(data), True)
+        assert out.stat().st_mode & 0o777 == 0o600  # secrets are 0600 whoever wrote them
+        with pytest.raises(BuildError, match="reported 5"):
+            stage.register("profiles/devices/mac.mobileconfig", kind="device-profile", sha256=digest, size=5)
+        with pytest.raises(BuildError, match="never written"):
+            stage.register("profiles/devices/other.mobileconfig", kind="device-profile", sha256=digest,
+                           size=len(data))
+        monkeypatch.undo()
+        stage.finish({"fleet": "demo"})
+    sums = subprocess.run([require_tool("sha256sum"), "-c", "SHA256SUMS"], cwd=final, capture_output=True, text=True)
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+
+
 def test_failure_leaves_nothing(tmp_path):
     final = tmp_path / "dist" / "demo-1.0-1"
     with pytest.raises(RuntimeError):

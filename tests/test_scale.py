@@ -181,6 +181,33 @@ def test_written_p12s_are_derived_at_most_once(tmp_path, monkeypatch):
     assert sorted(derived) == [0] * (len(written) - 1) + [5]
 
 
+def test_the_parent_does_not_reread_what_workers_wrote(tmp_path, monkeypatch):
+    """Workers report the sha256 and size of the files they write, and hard-linked target copies
+    take their source's: the parent hashes only the few fleet-wide files it writes itself."""
+    import hashlib
+
+    from builder import dist
+    from builder.commands.check import parse_at
+    from builder.config import load_config
+    from builder.demo import write_demo
+    from builder.pipeline import BuildOptions, run_build
+
+    config = load_config(write_demo(tmp_path / "fleet"))
+    read: list[str] = []
+    real = dist.sha256_file
+    monkeypatch.setattr(dist, "sha256_file", lambda path: (read.append(str(path)), real(path))[1])
+    # jobs=1: the devices run in this process too, so a re-read anywhere would show
+    result = run_build(config, BuildOptions(out_dir=tmp_path / "dist", at=parse_at(None), jobs=1))
+    hosts = [d.hostname for d in config.devices]
+    assert not [r for r in read if any(h in r for h in hosts)], read
+    manifest = json.loads((result.output / "manifest.json").read_text())
+    per_device = [a for a in manifest["artifacts"] if any(h in a["path"] for h in hosts)]
+    assert len(per_device) >= 3 * len(hosts)
+    for art in manifest["artifacts"]:  # and every recorded digest is the file's
+        data = (result.output / art["path"]).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (art["sha256"], art["size"]), art["path"]
+
+
 def test_fleet_benchmark_runs(tmp_path):
     """The benchmark end to end on a tiny fleet (a smoke test: no figure is asserted)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -201,6 +201,8 @@ def bom_entries(pkg: Package, comp: Component) -> list:
 class BuiltComponent:
     path: Path
     info: PackageInfo
+    sha256: str | None = None  # of the file written, when it was made in memory
+    size: int | None = None
 
 
 def _payload_entries(root, where: str) -> list:
@@ -305,7 +307,8 @@ def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
         members["PackageInfo"] = render_package_info(info)
         with _xar().XarWriter(dest, checksum_alg=checksum_alg, in_memory=True, mode=mode) as w:
             _add_members(w, "", members)
-        return BuiltComponent(dest, info)
+        sha256, size = w.written or (None, None)
+        return BuiltComponent(dest, info, sha256, size)
     with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
         payload_path = Path(tmp) / "Payload"
         with open(payload_path, "wb") as out:

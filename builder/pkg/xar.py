@@ -932,7 +932,7 @@ class XarWriter:
     """Builds a xar file; data is spooled to a temp file so memory stays flat.
 
     in_memory=True spools to memory instead, for small archives (a per-device identity package):
-    the output file is then the only file created. `mode` is the output's permission bits, set
+    the output file is then the only file created, and `written` holds its (sha256, size). `mode` is the output's permission bits, set
     before it appears under its name (0o600 for an archive that holds secrets).
     """
 
@@ -954,6 +954,7 @@ class XarWriter:
         self._root = _Node("", "directory", 0o755, 0, 0, "root", "wheel")
         self._closed = False
         self.mode = mode
+        self.written: tuple[str, int] | None = None  # (sha256, size) of the output, see close()
         self._spool = None
         self._memory: bytearray | None = bytearray() if in_memory else None
         self._spool_fd = -1  # with in_memory: stands for self._memory in _Blob ranges
@@ -1225,7 +1226,7 @@ class XarWriter:
             data_start = digest_size + sum(self._sig_sizes)
             toc = toc_bytes(self._toc_tree(order, data_start))
             out = _Output(self.dest)
-            _write_all(out.fd, _assemble_prefix(toc, self.checksum_alg, self.signer, self._sig_sizes))
+            prefix = _assemble_prefix(toc, self.checksum_alg, self.signer, self._sig_sizes)
             ranges: list[list] = []  # [fd, offset, length], contiguous pieces merged
             for node, _ in order:
                 b = node.blob
@@ -1239,11 +1240,20 @@ class XarWriter:
                     last[2] += b.length
                 else:
                     ranges.append([fd, b.offset, b.length])
-            for fd, offset, length in ranges:
-                if fd == -1:
-                    _write_all(out.fd, memoryview(self._memory)[offset:offset + length])
-                else:
-                    _copy_range(fd, out.fd, offset, length)
+            if self._memory is not None and all(fd == -1 for fd, _, _ in ranges):
+                # everything is in memory: write it at once, and tell the caller what was written
+                whole = bytearray(prefix)
+                for _, offset, length in ranges:
+                    whole += memoryview(self._memory)[offset:offset + length]
+                _write_all(out.fd, whole)
+                self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
+            else:
+                _write_all(out.fd, prefix)
+                for fd, offset, length in ranges:
+                    if fd == -1:
+                        _write_all(out.fd, memoryview(self._memory)[offset:offset + length])
+                    else:
+                        _copy_range(fd, out.fd, offset, length)
             out.commit(self.mode)
             out = None
         except OSError as exc:

@@ -26,9 +26,12 @@ def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool 
     if (src.stat().st_mode & 0o777) == mode and not dst.exists():
         try:
             os.link(src, dst)
-            return stage.register(dst_rel, kind=kind, secret=secret, signed=signed)
         except OSError:
             pass  # file systems without hard links: copy below
+        else:  # the same inode: the source's recorded digest is the copy's
+            known = stage.artifact(src_rel)
+            return stage.register(dst_rel, kind=kind, secret=secret, signed=signed,
+                                  sha256=known.sha256 if known else None, size=known.size if known else None)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as out, src.open("rb") as inp:
         shutil.copyfileobj(inp, out, COPY_CHUNK)
