@@ -15,7 +15,7 @@ import shutil
 import signal
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -50,22 +50,30 @@ class Staging:
     def __init__(self, root: Path):
         self.root = root
         self._artifacts: dict[str, Artifact] = {}
+        self._folders: set[Path] = set()  # created (or found) by path(): one mkdir per folder
 
-    def _resolve(self, rel: str) -> Path:
+    @staticmethod
+    def _clean(rel: str) -> str:
+        """`rel` in its one canonical "a/b" spelling; refuses absolute paths, ".." and ""."""
         clean = PurePosixPath(rel)
         if clean.is_absolute() or ".." in clean.parts or not clean.parts:
             raise BuildError(f"internal error: artifact path {rel!r} is not a plain relative path")
-        return self.root.joinpath(*clean.parts)
+        return str(clean)
+
+    def _resolve(self, rel: str) -> Path:
+        return self.root / self._clean(rel)
 
     def path(self, rel: str) -> Path:
         """Where to write `rel`; parent folders are created."""
         out = self._resolve(rel)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.parent not in self._folders:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(out.parent)
         return out
 
     def artifact(self, rel: str) -> Artifact | None:
         """The record of an already registered file."""
-        return self._artifacts.get(str(PurePosixPath(rel)))
+        return self._artifacts.get(self._clean(rel))
 
     def write(self, rel: str, data: bytes, *, kind: str, secret: bool = False,
               signed: str | None = None, executable: bool = False) -> Artifact:
@@ -84,7 +92,8 @@ class Staging:
 
         A writer that had the bytes in hand (a worker process, write()) passes their sha256 and
         size, so the file is not read again; its size on disk must agree."""
-        out = self._resolve(rel)
+        clean = self._clean(rel)
+        out = self.root / clean
         try:
             st = out.stat()
         except FileNotFoundError:
@@ -96,7 +105,7 @@ class Staging:
         elif size != st.st_size:
             raise BuildError(f"internal error: {rel} is {st.st_size} bytes on disk, its writer "
                              f"reported {size}")
-        art = Artifact(str(PurePosixPath(rel)), kind, sha256, size, secret, signed)
+        art = Artifact(clean, kind, sha256, size, secret, signed)
         self._artifacts[art.path] = art
         return art
 
@@ -107,7 +116,7 @@ class Staging:
     def finish(self, meta: dict) -> None:
         """Write manifest.json and SHA256SUMS (sorted, so identical inputs give identical files)."""
         arts = self.artifacts
-        manifest = dict(meta, artifacts=[asdict(a) for a in arts])
+        manifest = dict(meta, artifacts=[dict(vars(a)) for a in arts])  # flat: what asdict() gives
         (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         lines = [f"{a.sha256}  {a.path}\n" for a in arts]
         (self.root / SUMS).write_text("".join(lines))
