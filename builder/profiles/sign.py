@@ -11,6 +11,7 @@ contentType/signingTime/messageDigest, signer plus chain in `certificates`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -79,6 +80,15 @@ def _sign(key, data: bytes) -> tuple[bytes, bytes]:
                        hint="use an RSA (recommended) or ECDSA key")
 
 
+@functools.lru_cache(maxsize=8)
+def _signer_constants(cert: x509.Certificate, chain: tuple[x509.Certificate, ...]) -> tuple[bytes, bytes]:
+    """(issuerAndSerialNumber, the certificates field's content): the same for every profile one
+    signer signs (public data only), so a fleet build works them out once, not per device."""
+    issuer_and_serial = der.seq(issuer_der(cert), der.integer(cert.serial_number))
+    certs = {c.fingerprint(hashes.SHA256()): c.public_bytes(serialization.Encoding.DER) for c in (cert, *chain)}
+    return issuer_and_serial, b"".join(sorted(certs.values()))
+
+
 def sign_profile(xml: bytes, signer: ProfileSigner, *, signing_time: datetime | None = None) -> bytes:
     """CMS SignedData (DER) with `xml` attached, signed with SHA-256, signer chain included."""
     cert = signer.certificate
@@ -94,21 +104,20 @@ def sign_profile(xml: bytes, signer: ProfileSigner, *, signing_time: datetime | 
         _attribute(OID_MESSAGE_DIGEST, der.octets(hashlib.sha256(xml).digest())),
     )
     sig_alg, signature = _sign(signer.key, attrs)
+    issuer_and_serial, certs = _signer_constants(cert, tuple(signer.chain))
     signer_info = der.seq(
         der.integer(1),
-        der.seq(issuer_der(cert), der.integer(cert.serial_number)),
+        issuer_and_serial,
         sha256,
         der.implicit_constructed(0, der.parse(attrs).value),
         sig_alg,
         der.octets(signature),
     )
-    certs = {c.fingerprint(hashes.SHA256()): c.public_bytes(serialization.Encoding.DER)
-             for c in (cert, *signer.chain)}
     signed_data = der.seq(
         der.integer(1),
         der.set_of(sha256),
         der.seq(der.oid(OID_DATA), der.explicit(0, der.octets(xml))),
-        der.implicit_constructed(0, b"".join(sorted(certs.values()))),
+        der.implicit_constructed(0, certs),
         der.set_of(signer_info),
     )
     return der.seq(der.oid(OID_SIGNED_DATA), der.explicit(0, signed_data))
