@@ -3,8 +3,9 @@
 `cryptography` does the cryptography, but it cannot parse a PKCS#12 without an RSA key check
 that costs ~30 ms per device, cannot build Apple's SHA-1 CMS without signed attributes, and has
 no CMS verify API. Those structures are small, so this module reads and writes their TLVs; the
-callers know the ASN.1 schemas. Input is hostile: every length is bounded by the buffer and
-nesting is limited; malformed data raises FormatError.
+callers know the ASN.1 schemas. Input is hostile: every length is bounded by its container,
+each level is split only when a caller reaches it (so a walk costs O(nodes)), BER nesting is
+limited, and malformed data raises FormatError wherever it is read.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Node:
         return self.tag & 0x1F
 
     def children(self) -> list["Node"]:
+        """One level down, bounds-checked as it is reached (malformed contents raise FormatError
+        here): walking a structure costs O(nodes), not O(nodes x depth)."""
         if not self.constructed:
             raise FormatError(f"ASN.1 tag 0x{self.tag:02x} is primitive, expected a constructed value")
         return list(iter_nodes(self.value))
@@ -114,6 +117,7 @@ def _read_length(data: bytes, pos: int, end: int) -> tuple[int | None, int]:
 
 
 def _parse_one(data: bytes, pos: int, end: int, depth: int) -> tuple[Node, int]:
+    """One TLV at `pos`, lengths bounds-checked; contents are split later, by children()."""
     if depth > MAX_DEPTH:
         raise FormatError("ASN.1 nesting too deep")
     start = pos
@@ -137,16 +141,11 @@ def _parse_one(data: bytes, pos: int, end: int, depth: int) -> tuple[Node, int]:
             _, pos = _parse_one(data, pos, end, depth + 1)
     if pos + length > end:
         raise FormatError("ASN.1 truncated: value runs past the end of its container")
-    node = Node(tag, data[pos:pos + length], data[start:pos + length])
-    if tag & 0x20:
-        # validate nested structure eagerly so callers only ever see FormatError later
-        inner = pos
-        while inner < pos + length:
-            _, inner = _parse_one(data, inner, pos + length, depth + 1)
-    return node, pos + length
+    return Node(tag, data[pos:pos + length], data[start:pos + length]), pos + length
 
 
 def iter_nodes(data: bytes) -> Iterator[Node]:
+    """The TLVs laid end to end in `data`, each one's length checked against it."""
     pos, end = 0, len(data)
     while pos < end:
         node, pos = _parse_one(data, pos, end, 0)
@@ -154,8 +153,9 @@ def iter_nodes(data: bytes) -> Iterator[Node]:
 
 
 def parse(data: bytes, *, allow_trailing: bool = False) -> Node:
-    """Parse one TLV. With allow_trailing, bytes after it are ignored only if they are all zero
-    (the zero padding productsign leaves after a CMS blob)."""
+    """Parse one TLV; its contents are split lazily by children(). With allow_trailing, bytes
+    after it are ignored only if they are all zero (the zero padding productsign leaves after a
+    CMS blob)."""
     node, pos = _parse_one(bytes(data), 0, len(data), 0)
     rest = data[pos:]
     if rest and not (allow_trailing and not any(rest)):

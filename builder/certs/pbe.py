@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .. import der
 from ..errors import CertificateError, FormatError
 from . import kdf, rc2
-from .tlv import kid, kids, oid
+from .tlv import oid
 
 # PKCS#12 PBE (RFC 7292 appendix C): oid -> (name, cipher, key bytes, iv bytes, RC2 effective bits)
 PKCS12_PBE = {
@@ -78,13 +78,13 @@ def _iterations(node: der.Node) -> int:
 
 def parse(alg: der.Node) -> Pbe:
     """AlgorithmIdentifier -> Pbe. Unsupported schemes raise CertificateError naming them."""
-    parts = kids(alg.expect(der.SEQUENCE, "AlgorithmIdentifier"))
+    parts = alg.expect(der.SEQUENCE, "AlgorithmIdentifier").children()
     if not parts:
         raise FormatError("empty AlgorithmIdentifier")
     alg_oid = oid(parts[0])
     if alg_oid in PKCS12_PBE:
         name, cipher, key_len, _, bits = PKCS12_PBE[alg_oid]
-        params = kids(parts[1].expect(der.SEQUENCE, "PBE parameters")) if len(parts) > 1 else []
+        params = parts[1].expect(der.SEQUENCE, "PBE parameters").children() if len(parts) > 1 else []
         if len(params) != 2:
             raise FormatError("PKCS#12 PBE parameters must be (salt, iterations)")
         return Pbe(alg_oid, name, "pkcs12", "sha1", params[0].as_octets(), _iterations(params[1]),
@@ -92,11 +92,11 @@ def parse(alg: der.Node) -> Pbe:
     if alg_oid == PBES2:
         if len(parts) < 2:
             raise FormatError("PBES2 without parameters")
-        kdf_alg, enc_alg = kids(parts[1].expect(der.SEQUENCE, "PBES2 parameters"))[:2]
-        kdf_parts = kids(kdf_alg)
+        kdf_alg, enc_alg = parts[1].expect(der.SEQUENCE, "PBES2 parameters").children()[:2]
+        kdf_parts = kdf_alg.children()
         if oid(kdf_parts[0]) != PBKDF2:
             raise CertificateError(f"unsupported PBES2 key derivation {oid(kdf_parts[0])} (only PBKDF2)")
-        kp = kids(kdf_parts[1].expect(der.SEQUENCE, "PBKDF2 parameters"))
+        kp = kdf_parts[1].expect(der.SEQUENCE, "PBKDF2 parameters").children()
         salt = kp[0].as_octets()
         iterations = _iterations(kp[1])
         rest = kp[2:]
@@ -106,11 +106,11 @@ def parse(alg: der.Node) -> Pbe:
             rest = rest[1:]
         prf = "sha1"
         if rest:
-            prf_oid = oid(kid(rest[0], 0))
+            prf_oid = oid(rest[0].child(0))
             if prf_oid not in HMAC_PRF:
                 raise CertificateError(f"unsupported PBKDF2 PRF {prf_oid}")
             prf = HMAC_PRF[prf_oid]
-        enc_parts = kids(enc_alg)
+        enc_parts = enc_alg.children()
         enc_oid = oid(enc_parts[0])
         if enc_oid not in PBES2_CIPHERS:
             raise CertificateError(f"unsupported PBES2 cipher {enc_oid}")

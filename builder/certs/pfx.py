@@ -30,7 +30,7 @@ from .model import Identity
 from .pbe import HMAC_PRF, PBKDF2, DecryptError, Pbe
 from .pbe import decrypt as pbe_decrypt
 from .pbe import parse as parse_pbe
-from .tlv import kid, kids, oid, root
+from .tlv import oid
 
 # RFC 7292 / PKCS#7 object identifiers
 DATA = "1.2.840.113549.1.7.1"
@@ -115,9 +115,9 @@ def _password_forms(password: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _parse_mac(node: der.Node) -> MacInfo:
-    parts = kids(node.expect(der.SEQUENCE, "MacData"))
-    digest_info = kids(parts[0])
-    alg = kids(digest_info[0])
+    parts = node.expect(der.SEQUENCE, "MacData").children()
+    digest_info = parts[0].children()
+    alg = digest_info[0].children()
     digest = digest_info[1].as_octets()
     alg_oid = oid(alg[0])
     salt = parts[1].as_octets()
@@ -128,11 +128,11 @@ def _parse_mac(node: der.Node) -> MacInfo:
         name = DIGESTS[alg_oid]
         return MacInfo("pkcs12", name, salt, iterations, name, hashlib.new(name).digest_size, digest)
     if alg_oid == PBMAC1:
-        params = kids(alg[1])
-        kdf_alg, mac_alg = kids(params[0]), kids(params[1])
+        params = alg[1].children()
+        kdf_alg, mac_alg = params[0].children(), params[1].children()
         if oid(kdf_alg[0]) != PBKDF2:
             raise CertificateError("unsupported PBMAC1 key derivation (only PBKDF2)")
-        kp = kids(kdf_alg[1])
+        kp = kdf_alg[1].children()
         ksalt, kiter = kp[0].as_octets(), kp[1].as_int()
         if not 1 <= kiter <= kdf.MAX_ITERATIONS:
             raise FormatError(f"PBMAC1 iteration count {kiter} is out of range")
@@ -141,7 +141,7 @@ def _parse_mac(node: der.Node) -> MacInfo:
         if rest and rest[0].tag == der.INTEGER:
             key_len = rest[0].as_int()
             rest = rest[1:]
-        prf = HMAC_PRF.get(oid(kid(rest[0], 0))) if rest else "sha1"
+        prf = HMAC_PRF.get(oid(rest[0].child(0))) if rest else "sha1"
         mac_hash = HMAC_PRF.get(oid(mac_alg[0]))
         if prf is None or mac_hash is None:
             raise CertificateError("unsupported PBMAC1 hash")
@@ -154,10 +154,10 @@ def _parse_mac(node: der.Node) -> MacInfo:
 def _attributes(bag_parts: list[der.Node]) -> tuple[str | None, bytes | None]:
     name = key_id = None
     if len(bag_parts) > 2:
-        for attr in kids(bag_parts[2].expect(der.SET, "bag attributes")):
-            pieces = kids(attr)
+        for attr in bag_parts[2].expect(der.SET, "bag attributes").children():
+            pieces = attr.children()
             attr_oid = oid(pieces[0])
-            values = kids(pieces[1].expect(der.SET, "attribute values")) if len(pieces) > 1 else []
+            values = pieces[1].expect(der.SET, "attribute values").children() if len(pieces) > 1 else []
             if not values:
                 continue
             if attr_oid == FRIENDLY_NAME:
@@ -184,38 +184,38 @@ class _Reader:
     def safe_contents(self, data: bytes, container_pbe: Pbe | None, depth: int = 0) -> None:
         if depth > MAX_BAG_DEPTH:
             raise FormatError("SafeContents nested too deeply")
-        for bag in kids(root(data).expect(der.SEQUENCE, "SafeContents")):
-            parts = kids(bag.expect(der.SEQUENCE, "SafeBag"))
+        for bag in der.parse(data).expect(der.SEQUENCE, "SafeContents").children():
+            parts = bag.expect(der.SEQUENCE, "SafeBag").children()
             if len(parts) < 2:
                 raise FormatError("SafeBag without a value")
             bag_id = oid(parts[0])
-            value = kid(parts[1].expect(0xA0, "SafeBag value"), 0)
+            value = parts[1].expect(0xA0, "SafeBag value").child(0)
             name, key_id = _attributes(parts)
             if bag_id == KEY_BAG:
                 self.keys.append(KeyBag(value.expect(der.SEQUENCE, "PrivateKeyInfo").raw, None, name, key_id))
             elif bag_id == SHROUDED_KEY_BAG:
-                epki = kids(value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo"))
+                epki = value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo").children()
                 pbe = parse_pbe(epki[0])
                 plain = self.decrypt(pbe, epki[1].as_octets())
                 self.keys.append(KeyBag(plain, pbe, name, key_id))
             elif bag_id == CERT_BAG:
-                cert_parts = kids(value.expect(der.SEQUENCE, "CertBag"))
+                cert_parts = value.expect(der.SEQUENCE, "CertBag").children()
                 if oid(cert_parts[0]) != X509_CERTIFICATE:
                     continue  # SDSI certificates: never used for X.509 identities
-                cert_der = kid(cert_parts[1].expect(0xA0, "certValue"), 0).as_octets()
+                cert_der = cert_parts[1].expect(0xA0, "certValue").child(0).as_octets()
                 self.certs.append(CertBag(cert_der, container_pbe, name, key_id))
             elif bag_id == SAFE_CONTENTS_BAG:
                 self.safe_contents(value.raw, container_pbe, depth + 1)
             # crlBag, secretBag: not part of an identity; ignored like OpenSSL does
 
     def content_info(self, info: der.Node) -> None:
-        parts = kids(info.expect(der.SEQUENCE, "ContentInfo"))
+        parts = info.expect(der.SEQUENCE, "ContentInfo").children()
         ctype = oid(parts[0])
         if ctype == DATA:
-            self.safe_contents(kid(parts[1].expect(0xA0, "content"), 0).as_octets(), None)
+            self.safe_contents(parts[1].expect(0xA0, "content").child(0).as_octets(), None)
         elif ctype == ENCRYPTED_DATA:
-            enc = kids(kid(parts[1].expect(0xA0, "content"), 0))  # EncryptedData
-            eci = kids(enc[1].expect(der.SEQUENCE, "EncryptedContentInfo"))
+            enc = parts[1].expect(0xA0, "content").child(0).children()  # EncryptedData
+            eci = enc[1].expect(der.SEQUENCE, "EncryptedContentInfo").children()
             pbe = parse_pbe(eci[1])
             if len(eci) < 3:
                 return  # no content
@@ -223,7 +223,7 @@ class _Reader:
             if body.tag == 0x80:
                 ciphertext = body.value
             elif body.tag == 0xA0:
-                ciphertext = b"".join(c.as_octets() for c in kids(body))
+                ciphertext = b"".join(c.as_octets() for c in body.children())
             else:
                 raise FormatError("encryptedContent has an unexpected tag")
             self.safe_contents(self.decrypt(pbe, ciphertext), pbe)
@@ -249,17 +249,17 @@ def parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
 
 
 def _parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
-    pfx = kids(root(data).expect(der.SEQUENCE, "PFX"))
+    pfx = der.parse(data).expect(der.SEQUENCE, "PFX").children()
     if len(pfx) < 2 or pfx[0].tag != der.INTEGER or pfx[0].as_int() != 3:
         raise FormatError("expected a PFX with version 3")
-    auth = kids(pfx[1].expect(der.SEQUENCE, "authSafe"))
+    auth = pfx[1].expect(der.SEQUENCE, "authSafe").children()
     ctype = oid(auth[0])
     if ctype == SIGNED_DATA:
         raise CertificateError("public-key integrity mode (signedData) PKCS#12 is not supported",
                                hint="re-export the .pfx with password integrity (the usual kind)")
     if ctype != DATA:
         raise FormatError(f"unexpected authSafe content type {ctype}")
-    auth_bytes = kid(auth[1].expect(0xA0, "authSafe content"), 0).as_octets()
+    auth_bytes = auth[1].expect(0xA0, "authSafe content").child(0).as_octets()
     mac = _parse_mac(pfx[2]) if len(pfx) > 2 else None
     forms = _password_forms(password)
     if mac is not None:
@@ -272,7 +272,7 @@ def _parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
         else:
             raise CertificateError("wrong password (MAC verification failed)",
                                    hint="check the password source for this device")
-    infos = kids(root(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe"))
+    infos = der.parse(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe").children()
     last: Exception | None = None
     for raw, bmp in forms:  # several only for an empty password in a MAC-less file
         reader = _Reader(raw, bmp)

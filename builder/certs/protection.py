@@ -16,7 +16,7 @@ from .pbe import Pbe
 from .pbe import parse as parse_pbe
 from .pfx import (CERT_BAG, DATA, ENCRYPTED_DATA, KEY_BAG, MAX_BAG_DEPTH, SAFE_CONTENTS_BAG,
                   SHROUDED_KEY_BAG, MacInfo, _parse_mac)
-from .tlv import kid, kids, oid, root
+from .tlv import oid
 
 
 @dataclass(frozen=True)
@@ -40,27 +40,27 @@ def read_protection(data: bytes) -> Protection:
 
 
 def _read(data: bytes) -> Protection:
-    pfx = kids(root(data).expect(der.SEQUENCE, "PFX"))
+    pfx = der.parse(data).expect(der.SEQUENCE, "PFX").children()
     if len(pfx) < 2 or pfx[0].tag != der.INTEGER or pfx[0].as_int() != 3:
         raise FormatError("expected a PFX with version 3")
-    auth = kids(pfx[1].expect(der.SEQUENCE, "authSafe"))
+    auth = pfx[1].expect(der.SEQUENCE, "authSafe").children()
     if oid(auth[0]) != DATA:
         raise FormatError(f"authSafe content type is {oid(auth[0])}, not data (password integrity)")
-    auth_bytes = kid(auth[1].expect(0xA0, "authSafe content"), 0).as_octets()
+    auth_bytes = auth[1].expect(0xA0, "authSafe content").child(0).as_octets()
     mac = _parse_mac(pfx[2]) if len(pfx) > 2 else None
     containers: list[str] = []
     container_pbes: list[Pbe] = []
     walk = _Walk()
-    for info in kids(root(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe")):
-        parts = kids(info.expect(der.SEQUENCE, "ContentInfo"))
+    for info in der.parse(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe").children():
+        parts = info.expect(der.SEQUENCE, "ContentInfo").children()
         ctype = oid(parts[0])
         if ctype == DATA:
             containers.append("data")
-            walk.safe_contents(kid(parts[1].expect(0xA0, "content"), 0).as_octets())
+            walk.safe_contents(parts[1].expect(0xA0, "content").child(0).as_octets())
         elif ctype == ENCRYPTED_DATA:
             containers.append("encryptedData")
-            enc = kids(kid(parts[1].expect(0xA0, "content"), 0))
-            eci = kids(enc[1].expect(der.SEQUENCE, "EncryptedContentInfo"))
+            enc = parts[1].expect(0xA0, "content").child(0).children()
+            eci = enc[1].expect(der.SEQUENCE, "EncryptedContentInfo").children()
             container_pbes.append(parse_pbe(eci[1]))
         else:
             containers.append(ctype)
@@ -77,14 +77,14 @@ class _Walk:
     def safe_contents(self, data: bytes, depth: int = 0) -> None:
         if depth > MAX_BAG_DEPTH:
             raise FormatError("SafeContents nested too deeply")
-        for bag in kids(root(data).expect(der.SEQUENCE, "SafeContents")):
-            parts = kids(bag.expect(der.SEQUENCE, "SafeBag"))
+        for bag in der.parse(data).expect(der.SEQUENCE, "SafeContents").children():
+            parts = bag.expect(der.SEQUENCE, "SafeBag").children()
             if len(parts) < 2:
                 raise FormatError("SafeBag without a value")
             bag_id = oid(parts[0])
-            value = kid(parts[1].expect(0xA0, "SafeBag value"), 0)
+            value = parts[1].expect(0xA0, "SafeBag value").child(0)
             if bag_id == SHROUDED_KEY_BAG:
-                epki = kids(value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo"))
+                epki = value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo").children()
                 self.shrouded.append(parse_pbe(epki[0]))
             elif bag_id == KEY_BAG:
                 self.plain_keys += 1
