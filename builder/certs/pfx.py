@@ -16,6 +16,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -167,6 +168,23 @@ def _attributes(bag_parts: list[der.Node]) -> tuple[str | None, bytes | None]:
     return name, key_id
 
 
+def iter_safe_bags(data: bytes, depth: int = 0) -> Iterator[tuple[str, der.Node, list[der.Node]]]:
+    """(bag type OID, bag value, SafeBag fields) for every bag in a SafeContents, nested
+    safeContentsBags flattened (bounded depth)."""
+    if depth > MAX_BAG_DEPTH:
+        raise FormatError("SafeContents nested too deeply")
+    for bag in der.parse(data).expect(der.SEQUENCE, "SafeContents").children():
+        parts = bag.expect(der.SEQUENCE, "SafeBag").children()
+        if len(parts) < 2:
+            raise FormatError("SafeBag without a value")
+        bag_id = oid(parts[0])
+        value = parts[1].expect(0xA0, "SafeBag value").child(0)
+        if bag_id == SAFE_CONTENTS_BAG:
+            yield from iter_safe_bags(value.raw, depth + 1)
+        else:
+            yield bag_id, value, parts
+
+
 class _Reader:
     """Walks SafeContents collecting bags; holds the password candidate that passed the MAC."""
 
@@ -181,15 +199,8 @@ class _Reader:
         self.encryptions.append(pbe)
         return pbe_decrypt(pbe, self.password, self.bmp, data)
 
-    def safe_contents(self, data: bytes, container_pbe: Pbe | None, depth: int = 0) -> None:
-        if depth > MAX_BAG_DEPTH:
-            raise FormatError("SafeContents nested too deeply")
-        for bag in der.parse(data).expect(der.SEQUENCE, "SafeContents").children():
-            parts = bag.expect(der.SEQUENCE, "SafeBag").children()
-            if len(parts) < 2:
-                raise FormatError("SafeBag without a value")
-            bag_id = oid(parts[0])
-            value = parts[1].expect(0xA0, "SafeBag value").child(0)
+    def safe_contents(self, data: bytes, container_pbe: Pbe | None) -> None:
+        for bag_id, value, parts in iter_safe_bags(data):
             name, key_id = _attributes(parts)
             if bag_id == KEY_BAG:
                 self.keys.append(KeyBag(value.expect(der.SEQUENCE, "PrivateKeyInfo").raw, None, name, key_id))
@@ -204,8 +215,6 @@ class _Reader:
                     continue  # SDSI certificates: never used for X.509 identities
                 cert_der = cert_parts[1].expect(0xA0, "certValue").child(0).as_octets()
                 self.certs.append(CertBag(cert_der, container_pbe, name, key_id))
-            elif bag_id == SAFE_CONTENTS_BAG:
-                self.safe_contents(value.raw, container_pbe, depth + 1)
             # crlBag, secretBag: not part of an identity; ignored like OpenSSL does
 
     def content_info(self, info: der.Node) -> None:

@@ -14,8 +14,8 @@ from .. import der
 from ..errors import FormatError
 from .pbe import Pbe
 from .pbe import parse as parse_pbe
-from .pfx import (CERT_BAG, DATA, ENCRYPTED_DATA, KEY_BAG, MAX_BAG_DEPTH, SAFE_CONTENTS_BAG,
-                  SHROUDED_KEY_BAG, MacInfo, _parse_mac)
+from .pfx import (CERT_BAG, DATA, ENCRYPTED_DATA, KEY_BAG, SHROUDED_KEY_BAG, MacInfo, _parse_mac,
+                  iter_safe_bags)
 from .tlv import oid
 
 
@@ -74,15 +74,8 @@ class _Walk:
         self.plain_keys = 0
         self.plain_certs = 0
 
-    def safe_contents(self, data: bytes, depth: int = 0) -> None:
-        if depth > MAX_BAG_DEPTH:
-            raise FormatError("SafeContents nested too deeply")
-        for bag in der.parse(data).expect(der.SEQUENCE, "SafeContents").children():
-            parts = bag.expect(der.SEQUENCE, "SafeBag").children()
-            if len(parts) < 2:
-                raise FormatError("SafeBag without a value")
-            bag_id = oid(parts[0])
-            value = parts[1].expect(0xA0, "SafeBag value").child(0)
+    def safe_contents(self, data: bytes) -> None:
+        for bag_id, value, _parts in iter_safe_bags(data):
             if bag_id == SHROUDED_KEY_BAG:
                 epki = value.expect(der.SEQUENCE, "EncryptedPrivateKeyInfo").children()
                 self.shrouded.append(parse_pbe(epki[0]))
@@ -90,5 +83,3 @@ class _Walk:
                 self.plain_keys += 1
             elif bag_id == CERT_BAG:
                 self.plain_certs += 1
-            elif bag_id == SAFE_CONTENTS_BAG:
-                self.safe_contents(value.raw, depth + 1)
