@@ -303,18 +303,18 @@ def build_distribution(*, title: str, identifier: str, version: str, min_os: str
     )
 
 
-def build_wrapper(dest: Path, *, config, vendor, version: str, min_os: str, script_ctx, tmp: Path) -> list:
+def build_wrapper(dest: Path, *, config, vendor, version: str, min_os: str, script_ctx, scripts: dict,
+                  tmp: Path) -> list:
     """The product archive; returns the components it installs as Receipts, in install order."""
     from .pkg.package import EmbedComponent, build_component, build_product
     from .pkg.tree import entries_from_mapping
     from .pkg.xar import XarReader
-    from .scripts import render_wrapper_scripts, wrapper_payload_files
+    from .scripts import wrapper_payload_files
 
     ident = config.fleet.identifier
-    scripts = render_wrapper_scripts(script_ctx)
     prepare = build_component(tmp / "prepare.pkg", identifier=f"{ident}.prepare", version=version, root=None,
                               scripts={"preinstall": (scripts["preinstall"].encode(), 0o755)}).info
-    payload = {f.path.lstrip("/"): (f.data, f.mode) for f in wrapper_payload_files(script_ctx)}
+    payload = {f.path.lstrip("/"): (f.data, f.mode) for f in wrapper_payload_files(script_ctx, scripts)}
     configure = build_component(tmp / "configure.pkg", identifier=f"{ident}.configure", version=version,
                                 root=entries_from_mapping(payload),
                                 scripts={"postinstall": (scripts["postinstall"].encode(), 0o755)}).info
@@ -454,8 +454,9 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             # 2. the wrapper
             wrapper_rel = f"{fleet}-1E-Client-{version}.pkg"
             unsigned = tmp / "wrapper-unsigned.pkg"
+            scripts = _rendered_scripts(script_ctx)
             receipts = build_wrapper(unsigned, config=config, vendor=vendor, version=version, min_os=min_os,
-                                     script_ctx=script_ctx, tmp=tmp)
+                                     script_ctx=script_ctx, scripts=scripts, tmp=tmp)
             signed_by = None
             if installer_signer is not None:
                 from .pkg.signing import sign_package
@@ -505,7 +506,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 binary_path=vendor.binary_path, daemon_label=vendor.daemon_label, conf_path=vendor.conf_path,
                 needs_rosetta=vendor.needs_rosetta, support_dir=support_dir,
                 client_settings=tuple(config.client.items),
-                scripts=_rendered_scripts(script_ctx),
+                scripts=scripts,
                 trust_profile=profile_paths["trust"][0], login_items_profile=profile_paths["login-items"][0],
                 signed_trust_profile=profile_paths["trust"][1],
                 signed_login_items_profile=profile_paths["login-items"][1],

@@ -184,9 +184,10 @@ def doctor_script() -> str:
     return (payloads_dir() / "doctor").read_text(encoding="utf-8")
 
 
-def wrapper_payload_files(ctx: ScriptContext) -> tuple[PayloadFile, ...]:
-    """The configure component's payload, sorted by path (owner root:wheel)."""
-    rendered = render_wrapper_scripts(ctx)
+def wrapper_payload_files(ctx: ScriptContext, rendered: dict[str, str] | None = None) -> tuple[PayloadFile, ...]:
+    """The configure component's payload, sorted by path (owner root:wheel); `rendered` is
+    render_wrapper_scripts(ctx) when the caller already has it."""
+    rendered = rendered if rendered is not None else render_wrapper_scripts(ctx)
     files = (
         PayloadFile(f"{ctx.support_dir}/doctor", doctor_script().encode(), 0o755),
         PayloadFile(f"{ctx.support_dir}/doctor.conf", rendered["doctor.conf"].encode(), 0o644),
