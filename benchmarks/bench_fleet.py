@@ -78,7 +78,7 @@ def make_fleet(root: Path, devices: int, keys: int, jobs: int, signed: bool) -> 
     CA (made with cryptography by tests/certs/factory.py, not by fleetpkg)."""
     from cryptography.hazmat.primitives import serialization
 
-    from builder.demo import write_demo
+    from builder.fleet.demo import write_demo
     from tests.certs import factory
 
     config = write_demo(root)
@@ -171,9 +171,9 @@ def output_p12s(dist: Path) -> list[tuple[bytes, bytes]]:
     import io
     import plistlib
 
-    from builder.pkg.cpio import iter_cpio
-    from builder.pkg.xar import XarReader
-    from builder.scripts import IDENTITY_PASSWORD_FILE
+    from builder.formats.pkg.cpio import iter_cpio
+    from builder.formats.pkg.xar import XarReader
+    from builder.build.scripts import IDENTITY_PASSWORD_FILE
 
     (out,) = [d for d in dist.iterdir() if d.is_dir()]
     found = []

@@ -62,7 +62,7 @@ def make_tree(root: Path, size_mb: int, seed: int = 1) -> int:
 
 CHILD_BUILD = """
 import json, resource, sys, time
-from builder.pkg.package import build_component
+from builder.formats.pkg.package import build_component
 t = time.perf_counter()
 build_component(sys.argv[1], identifier="com.vendor.client", version="5.1.0.12", root=sys.argv[2],
                 scripts={"postinstall": b"#!/bin/sh\\nexit 0\\n"})
@@ -72,9 +72,9 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 
 CHILD_WRAP = """
 import json, resource, sys, time
-from builder.pkg.package import EmbedComponent, build_component, build_product
-from builder.pkg.product import Choice, Distribution, Line, PkgRef
-from builder.pkg.xar import XarReader
+from builder.formats.pkg.package import EmbedComponent, build_component, build_product
+from builder.formats.pkg.product import Choice, Distribution, Line, PkgRef
+from builder.formats.pkg.xar import XarReader
 vendor_pkg, ours_pkg, dest = sys.argv[1:4]
 build_component(ours_pkg, identifier="com.acme.configure", version="1", root=None,
                 scripts={"postinstall": b"#!/bin/sh\\nexit 0\\n"})
@@ -146,7 +146,7 @@ def inspect_seconds(pkg: Path, work: Path) -> dict:
     env.update(PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(work / "pycache"))
     cmd = [sys.executable, "-m", "builder.cli", "inspect", "--json", str(pkg)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=REPO)  # warm the cache
-    code = ("import time, sys; t = time.perf_counter(); from builder.pkg.inspect import describe_file; "
+    code = ("import time, sys; t = time.perf_counter(); from builder.cli.describe import describe_file; "
             "describe_file(sys.argv[1]); print(time.perf_counter() - t)")
     in_process = float(subprocess.run([sys.executable, "-c", code, str(pkg)], check=True, capture_output=True,
                                       text=True, env=env, cwd=REPO).stdout)

@@ -34,7 +34,7 @@ def make_identity():
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
-    from builder.signing_identity import EKU_DEVELOPER_ID_INSTALLER, SigningIdentity
+    from builder.certs.signing_identity import EKU_DEVELOPER_ID_INSTALLER, SigningIdentity
 
     now = datetime.now(timezone.utc)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -47,7 +47,7 @@ def make_identity():
 
 
 def build_package(path: Path, size_mb: int) -> None:
-    from builder.pkg import xar
+    from builder.formats.pkg import xar
 
     chunk = 4 << 20
     left = size_mb << 20
@@ -67,7 +67,7 @@ def build_package(path: Path, size_mb: int) -> None:
 
 def child_sign(src: str, dest: str, durable: bool) -> None:
     """Runs in a fresh process so its peak RSS is the signer's alone."""
-    from builder.pkg.signing import sign_package
+    from builder.formats.pkg.signing import sign_package
 
     ident = make_identity()
     start = time.perf_counter()

@@ -18,6 +18,6 @@ def test_wheel_carries_templates_and_payloads(tmp_path):
         assert f"builder/templates/{template.name}" in names, template.name
     for payload in (REPO / "payloads").iterdir():
         assert f"builder/payloads/{payload.name}" in names, payload.name
-    assert "builder/cli.py" in names
+    assert "builder/cli/__init__.py" in names and "builder/cli/__main__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "fleetpkg = builder.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

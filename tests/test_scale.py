@@ -41,7 +41,7 @@ def test_check_results_are_in_inventory_order_for_any_jobs(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from builder.demo import write_demo
+    from builder.fleet.demo import write_demo
 
     root = tmp_path_factory.mktemp("scale")
     config = write_demo(root / "fleet")
@@ -59,9 +59,9 @@ def _grow(config: Path, extra: int) -> None:
 
 
 def test_build_outputs_follow_inventory_order_with_jobs_2(demo, tmp_path):
-    from builder.commands.check import parse_at
-    from builder.config import load_config
-    from builder.pipeline import BuildOptions, run_build
+    from builder.cli.commands.check import parse_at
+    from builder.fleet.config import load_config
+    from builder.build.pipeline import BuildOptions, run_build
 
     config = load_config(demo)
     expected = [d.hostname for d in config.devices]
@@ -77,9 +77,9 @@ def test_build_outputs_follow_inventory_order_with_jobs_2(demo, tmp_path):
 
 def test_vendor_package_is_read_a_fixed_number_of_times(demo, tmp_path, monkeypatch):
     """Opening the vendor package must not scale with the number of devices (jobs=1: in-process)."""
-    from builder.commands.check import parse_at
-    from builder.config import load_config
-    from builder.pipeline import BuildOptions, run_build
+    from builder.cli.commands.check import parse_at
+    from builder.fleet.config import load_config
+    from builder.build.pipeline import BuildOptions, run_build
 
     vendor = load_config(demo).vendor.package.resolve()
     counts = []
@@ -120,9 +120,9 @@ def _written_p12s(out: Path) -> list[tuple[bytes, bytes]]:
     import io
     import plistlib
 
-    from builder.pkg.cpio import iter_cpio
-    from builder.pkg.xar import XarReader
-    from builder.scripts import IDENTITY_PASSWORD_FILE
+    from builder.formats.pkg.cpio import iter_cpio
+    from builder.formats.pkg.xar import XarReader
+    from builder.build.scripts import IDENTITY_PASSWORD_FILE
 
     found = []
     for profile in sorted((out / "profiles" / "devices").glob("*.mobileconfig")):
@@ -148,10 +148,10 @@ def test_written_p12s_are_derived_at_most_once(tmp_path, monkeypatch):
     from builder.certs import kdf
     from builder.certs import reencode as reencode_module
     from builder.certs.pfx import parse_pfx
-    from builder.commands.check import parse_at
-    from builder.config import load_config
-    from builder.demo import write_demo
-    from builder.pipeline import BuildOptions, run_build
+    from builder.cli.commands.check import parse_at
+    from builder.fleet.config import load_config
+    from builder.fleet.demo import write_demo
+    from builder.build.pipeline import BuildOptions, run_build
 
     assert not hasattr(kdf.pkcs12_kdf, "cache_info")  # no memo of passwords or derived keys
     config = load_config(write_demo(tmp_path / "fleet"))
@@ -186,11 +186,11 @@ def test_the_parent_does_not_reread_what_workers_wrote(tmp_path, monkeypatch):
     take their source's: the parent hashes only the few fleet-wide files it writes itself."""
     import hashlib
 
-    from builder import dist
-    from builder.commands.check import parse_at
-    from builder.config import load_config
-    from builder.demo import write_demo
-    from builder.pipeline import BuildOptions, run_build
+    from builder.build import dist
+    from builder.cli.commands.check import parse_at
+    from builder.fleet.config import load_config
+    from builder.fleet.demo import write_demo
+    from builder.build.pipeline import BuildOptions, run_build
 
     config = load_config(write_demo(tmp_path / "fleet"))
     read: list[str] = []

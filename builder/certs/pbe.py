@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .. import der
+from ..formats import der
 from ..errors import CertificateError, FormatError
 from . import kdf, rc2
 from .tlv import oid

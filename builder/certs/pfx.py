@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from .. import der
+from ..formats import der
 from ..errors import CertificateError, FleetpkgError, FormatError
 from . import kdf
 from .model import Identity

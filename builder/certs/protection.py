@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import der
+from ..formats import der
 from ..errors import FormatError
 from .pbe import Pbe
 from .pbe import parse as parse_pbe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from .. import der
+from ..formats import der
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,4 +1,4 @@
-"""Reading CMS SignedData (signed profiles) with builder/der.py.
+"""Reading CMS SignedData (signed profiles) with builder/formats/der.py.
 
 cryptography can build CMS but not read or verify it, so inspect and verify parse the few fields
 they need here. Both DER and Apple's BER (indefinite lengths, chunked octet strings) are accepted.
@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .. import der
+from ..formats import der
 from ..errors import FormatError
 
 OID_DATA = "1.2.840.113549.1.7.1"

@@ -6,7 +6,7 @@ profiles-and-mdm.md §4), so inspect and verify report these for every embedded 
 
 from __future__ import annotations
 
-from .. import der
+from ..formats import der
 from ..errors import FormatError
 
 OID_DATA = "1.2.840.113549.1.7.1"

@@ -1,6 +1,6 @@
 """CMS-signed rendering for double-click installs and Jamf's web upload.
 
-The SignedData is written here with builder/der.py rather than cryptography's
+The SignedData is written here with builder/formats/der.py rather than cryptography's
 PKCS7SignatureBuilder because that builder stamps signingTime with the wall clock, which would make
 every signed profile differ from the last build. Here signingTime is the build time
 (SOURCE_DATE_EPOCH), so the same inputs give identical bytes (RSA PKCS#1 v1.5 signatures are
@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .. import der
+from ..formats import der
 from ..errors import SigningError
 from ..repro import build_datetime
 from .cms import issuer_der

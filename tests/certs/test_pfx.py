@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder import der
+from builder.formats import der
 from builder.certs import CertificateError, Identity, load_pfx, parse_pfx
 from builder.certs.pfx import identity_from
 from builder.errors import FleetpkgError

@@ -1,0 +1,92 @@
+"""Running a build for the CLI and telling the admin what it made (summary or one JSON document)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import EXIT_FINDINGS, EXIT_OK
+
+
+def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs: int | None,
+                 at_text: str | None, skip_failed_devices: bool, allow_foreign_vendor: bool,
+                 ask_password: bool, quiet: bool) -> int:
+    from .commands.check import parse_at
+    from ..fleet.config import load_config
+    from .output import emit_json
+    from ..build.pipeline import BuildOptions, DevicesFailed, run_build
+
+    config = load_config(config_path)
+    out = out_dir or (config.path.parent / "dist")
+    options = BuildOptions(out_dir=Path(out), at=parse_at(at_text), jobs=jobs,
+                           skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
+                           ask_password=ask_password)
+    from .progress import ProgressBar, wanted
+
+    talk = not as_json and not quiet
+    bar = ProgressBar("devices", stream=sys.stderr) if wanted(sys.stderr, as_json=as_json, quiet=quiet) else None
+    log = bar.write if bar else (lambda m: click.echo(m, err=True)) if talk else (lambda m: None)
+    try:
+        result = run_build(config, options, progress=bar.update if bar else None, log=log)
+    except DevicesFailed as exc:
+        if bar:
+            bar.close()
+        if as_json:
+            emit_json({"fleet": config.fleet.name, "ok": False, "error": str(exc),
+                       "devices": [r.to_json() for r in exc.results]})
+        else:
+            from .commands.check import _render
+            from ..certs import RULES
+
+            failed = sum(1 for r in exc.results if not r.ok)
+            summary = {"devices": len(exc.results), "ok": len(exc.results) - failed, "failed": failed,
+                       "warnings": sum(len(r.warnings) for r in exc.results)}
+            click.echo(_render(config.fleet.name, exc.results, summary, options.at, RULES), err=True)
+            click.echo(f"fleetpkg: error: {exc}", err=True)
+        return EXIT_FINDINGS
+    finally:
+        if bar:
+            bar.close()  # ends the bar's line before any message or error that follows
+    results = result.device_results
+    failed = [r for r in results if not r.ok]
+    warnings = sum(len(r.warnings) for r in results)
+    if as_json:
+        emit_json({
+            "fleet": config.fleet.name, "ok": True, "version": result.info.version,
+            "output": str(result.output),
+            "artifacts": [{"path": a.path, "kind": a.kind, "sha256": a.sha256, "size": a.size,
+                           "secret": a.secret, "signed": a.signed} for a in result.artifacts],
+            "devices": [r.to_json() for r in results],
+            "skipped_devices": list(result.info.skipped_devices),
+            "summary": {"devices": len(results), "ok": len(results) - len(failed), "failed": len(failed),
+                        "warnings": warnings},
+            "notes": result.notes,
+        })
+        return EXIT_OK
+    if quiet:
+        return EXIT_OK
+    for r in results:
+        for f in r.findings:
+            if f.severity == "warning":
+                click.echo(f"warning: {r.hostname}: {f.rule}: {f.message}", err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    arts = result.artifacts
+    secret = sum(1 for a in arts if a.secret)
+    signed = sum(1 for a in arts if a.signed)
+    info = result.info
+    lines = [
+        f"Built {info.fleet} {info.version} into {result.output}",
+        f"  devices: {len(results) - len(failed)} built, {len(failed)} skipped, {warnings} warning(s)",
+        f"  artifacts: {len(arts)} ({secret} secret, mode 0600; {signed} signed)",
+        f"  wrapper: {info.wrapper} ({'signed by ' + info.wrapper_signed_by if info.wrapper_signed_by else 'unsigned'})",
+    ]
+    if info.skipped_devices:
+        lines.append(f"  skipped (failing certificate rules): {', '.join(info.skipped_devices)}")
+    deploy = result.output / "DEPLOY.md"
+    if deploy.exists():
+        lines.append(f"  how to deploy: {deploy}")
+    click.echo("\n".join(lines))
+    return EXIT_OK

@@ -1,0 +1,253 @@
+"""Distribution: the XML that makes a product archive (which components, in what order, on which OS).
+
+Parsed into plain data and rendered in productbuild's shape (flat-package-format.md §4.2). The
+parts a wrapper cannot understand but must not change (volume/installation checks, JavaScript,
+per-pkg-ref children such as must-close, UI resources) are kept as their exact source text, so a
+vendor's Distribution can be merged into ours without re-escaping its scripts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from ...errors import FormatError
+from . import xmlsafe
+
+
+@dataclass(frozen=True)
+class PkgRef:
+    id: str
+    version: str | None = None
+    install_kbytes: int | None = None
+    auth: str | None = None
+    on_conclusion: str | None = None
+    path: str | None = None  # "#name.pkg" for a component inside this archive
+    extra_attributes: tuple[tuple[str, str], ...] = ()
+    children: tuple[str, ...] = ()  # verbatim XML (bundle-version, must-close, relocate...)
+
+    @property
+    def archive_prefix(self) -> str | None:
+        """"name.pkg/" when the path points inside this archive, else None."""
+        if self.path and self.path.startswith("#") and len(self.path) > 1:
+            return unquote(self.path[1:]) + "/"  # a URL fragment: productbuild escapes spaces as %20
+        return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    id: str
+    attributes: tuple[tuple[str, str], ...] = ()  # title, visible, customLocation... in order
+    pkg_refs: tuple[str, ...] = ()  # ids of the <pkg-ref id=".."/> it installs
+    children: tuple[str, ...] = ()  # other children, verbatim
+
+
+@dataclass(frozen=True)
+class Line:
+    choice: str
+    children: tuple["Line", ...] = ()
+
+
+@dataclass(frozen=True)
+class OsVersion:
+    min: str | None = None
+    before: str | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    title: str | None = None
+    min_spec_version: str = "1"
+    product: tuple[tuple[str, str], ...] = ()  # <product id=".." version=".."/> attributes
+    options: tuple[tuple[str, str], ...] = ()  # customize, require-scripts, hostArchitectures...
+    domains: tuple[tuple[str, str], ...] | None = None
+    allowed_os_versions: tuple[OsVersion, ...] = ()  # top-level <allowed-os-versions> only
+    volume_check: str | None = None  # verbatim <volume-check> element
+    installation_check: str | None = None  # verbatim <installation-check> element
+    scripts: tuple[str, ...] = ()  # verbatim <script> elements
+    choices_outline: tuple[Line, ...] = ()
+    choices: tuple[Choice, ...] = ()
+    pkg_refs: tuple[PkgRef, ...] = ()  # document order; an id may appear more than once
+    extra_elements: tuple[str, ...] = ()  # title resources, background, license... verbatim
+    root_tag: str = "installer-gui-script"
+    root_extra_attributes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def option_map(self) -> dict[str, str]:
+        return dict(self.options)
+
+    def components(self) -> list[PkgRef]:
+        """The pkg-refs that carry a path, in document order, one per id."""
+        seen: set[str] = set()
+        out = []
+        for ref in self.pkg_refs:
+            if ref.path and ref.id not in seen:
+                seen.add(ref.id)
+                out.append(ref)
+        return out
+
+    def os_requirements(self) -> tuple[OsVersion, ...]:
+        """Allowed OS versions wherever they are declared (top level or inside volume-check)."""
+        found = list(self.allowed_os_versions)
+        if self.volume_check:
+            inner = xmlsafe.parse(self.volume_check.encode("utf-8"), where="Distribution",
+                                  what="volume-check").root
+            found += [OsVersion(v.get("min"), v.get("before")) for v in inner.iter("os-version")]
+        return tuple(found)
+
+
+def _line(el, where: str, depth: int = 0) -> Line:
+    if el.tag != "line" or not el.get("choice"):
+        raise FormatError(f"Distribution choices-outline holds <{el.tag}> without a choice", where=where)
+    return Line(el.get("choice"), tuple(_line(c, where, depth + 1) for c in el))
+
+
+_PKG_REF_ATTRS = {"id": "id", "version": "version", "installKBytes": "install_kbytes", "auth": "auth",
+                  "onConclusion": "on_conclusion"}
+
+
+def parse_distribution(data: bytes, *, where: str = "Distribution") -> Distribution:
+    doc = xmlsafe.parse(data, where=where, what="Distribution")
+    root = doc.root
+    if root.tag not in ("installer-gui-script", "installer-script"):
+        raise FormatError(f"Distribution root element is <{root.tag}>, expected <installer-gui-script>",
+                          where=where)
+    fields: dict = {"root_tag": root.tag, "min_spec_version": root.get("minSpecVersion", "1"),
+                    "root_extra_attributes": tuple((k, v) for k, v in root.attrib.items()
+                                                   if k != "minSpecVersion")}
+    pkg_refs, choices, scripts, extra, os_versions = [], [], [], [], []
+    for child in root:
+        tag = child.tag
+        if tag == "title" and "title" not in fields and len(child) == 0:
+            fields["title"] = child.text or ""
+        elif tag == "options" and "options" not in fields and len(child) == 0:
+            fields["options"] = tuple(child.attrib.items())
+        elif tag == "domains" and "domains" not in fields and len(child) == 0:
+            fields["domains"] = tuple(child.attrib.items())
+        elif tag == "product" and "product" not in fields and len(child) == 0:
+            fields["product"] = tuple(child.attrib.items())
+        elif tag == "allowed-os-versions":
+            for v in child:
+                if v.tag != "os-version":
+                    raise FormatError(f"Distribution allowed-os-versions holds <{v.tag}>", where=where)
+                os_versions.append(OsVersion(v.get("min"), v.get("before")))
+        elif tag == "volume-check" and "volume_check" not in fields:
+            fields["volume_check"] = doc.text_of(child)
+        elif tag == "installation-check" and "installation_check" not in fields:
+            fields["installation_check"] = doc.text_of(child)
+        elif tag == "script":
+            scripts.append(doc.text_of(child))
+        elif tag == "choices-outline" and "choices_outline" not in fields:
+            fields["choices_outline"] = tuple(_line(c, where) for c in child)
+        elif tag == "choice":
+            if not child.get("id"):
+                raise FormatError("Distribution has a <choice> without an id", where=where)
+            simple = [c for c in child if c.tag == "pkg-ref" and set(c.attrib) == {"id"} and c.get("id")
+                      and len(c) == 0 and not (c.text or "").strip()]
+            refs = tuple(c.get("id") for c in simple)
+            others = tuple(doc.text_of(c) for c in child if not any(c is s for s in simple))
+            choices.append(Choice(child.get("id"), tuple((k, v) for k, v in child.attrib.items() if k != "id"),
+                                  refs, others))
+        elif tag == "pkg-ref":
+            if not child.get("id"):
+                raise FormatError("Distribution has a <pkg-ref> without an id", where=where)
+            a = dict(child.attrib)
+            path = (child.text or "").strip() or None
+            pkg_refs.append(PkgRef(
+                id=a["id"], version=a.get("version"), install_kbytes=xmlsafe.whole_number(a.get("installKBytes"), "Distribution pkg-ref installKBytes", where),
+                auth=a.get("auth"), on_conclusion=a.get("onConclusion"), path=path,
+                extra_attributes=tuple((k, v) for k, v in a.items() if k not in _PKG_REF_ATTRS),
+                children=tuple(doc.text_of(c) for c in child)))
+        else:
+            extra.append(doc.text_of(child))
+    fields.update(pkg_refs=tuple(pkg_refs), choices=tuple(choices), scripts=tuple(scripts),
+                  extra_elements=tuple(extra), allowed_os_versions=tuple(os_versions))
+    return Distribution(**fields)
+
+
+def _render_line(line: Line, indent: str) -> list[str]:
+    if not line.children:
+        return [f'{indent}<line choice="{xmlsafe.attr(line.choice)}"/>']
+    out = [f'{indent}<line choice="{xmlsafe.attr(line.choice)}">']
+    for c in line.children:
+        out += _render_line(c, indent + "    ")
+    return out + [f"{indent}</line>"]
+
+
+def _render_pkg_ref(ref: PkgRef) -> list[str]:
+    pairs = (("id", ref.id), ("version", ref.version),
+             ("onConclusion", ref.on_conclusion),
+             ("installKBytes", None if ref.install_kbytes is None else str(ref.install_kbytes)),
+             ("auth", ref.auth)) + ref.extra_attributes
+    head = f"    <pkg-ref{xmlsafe.attrs(pairs)}"
+    if ref.children:
+        lines = [head + ">"] + [f"        {c}" for c in ref.children]
+        if ref.path:
+            lines.append(f"        {xmlsafe.text(ref.path)}")
+        return lines + ["    </pkg-ref>"]
+    if ref.path:
+        return [f"{head}>{xmlsafe.text(ref.path)}</pkg-ref>"]
+    return [head + "/>"]
+
+
+def render_distribution(dist: Distribution) -> bytes:
+    """productbuild-shaped Distribution bytes; the same Distribution always gives the same bytes."""
+    root_attrs = (("minSpecVersion", dist.min_spec_version),) + dist.root_extra_attributes
+    lines = ['<?xml version="1.0" encoding="utf-8"?>', f"<{dist.root_tag}{xmlsafe.attrs(root_attrs)}>"]
+    if dist.title is not None:
+        lines.append(f"    <title>{xmlsafe.text(dist.title)}</title>")
+    if dist.options:
+        lines.append(f"    <options{xmlsafe.attrs(dist.options)}/>")
+    if dist.domains is not None:
+        lines.append(f"    <domains{xmlsafe.attrs(dist.domains)}/>")
+    lines += [f"    {x}" for x in dist.extra_elements]
+    if dist.allowed_os_versions:
+        lines.append("    <allowed-os-versions>")
+        lines += [f"        <os-version{xmlsafe.attrs((('min', v.min), ('before', v.before)))}/>"
+                  for v in dist.allowed_os_versions]
+        lines.append("    </allowed-os-versions>")
+    for verbatim in (dist.installation_check, dist.volume_check, *dist.scripts):
+        if verbatim:
+            lines.append(f"    {verbatim}")
+    if dist.choices_outline:
+        lines.append("    <choices-outline>")
+        for line in dist.choices_outline:
+            lines += _render_line(line, "        ")
+        lines.append("    </choices-outline>")
+    for choice in dist.choices:
+        head = f"    <choice{xmlsafe.attrs((('id', choice.id),) + choice.attributes)}"
+        if not choice.pkg_refs and not choice.children:
+            lines.append(head + "/>")
+            continue
+        lines.append(head + ">")
+        lines += [f'        <pkg-ref id="{xmlsafe.attr(r)}"/>' for r in choice.pkg_refs]
+        lines += [f"        {c}" for c in choice.children]
+        lines.append("    </choice>")
+    for ref in dist.pkg_refs:
+        lines += _render_pkg_ref(ref)
+    if dist.product:
+        lines.append(f"    <product{xmlsafe.attrs(dist.product)}/>")
+    lines.append(f"</{dist.root_tag}>")
+    return "\n".join(lines).encode("utf-8")
+
+
+def describe_distribution(dist: Distribution) -> dict:
+    """The JSON-friendly summary `fleetpkg inspect` prints."""
+    return {
+        "title": dist.title,
+        "product": dict(dist.product) or None,
+        "options": dict(dist.options),
+        "host_architectures": [a for a in dist.option_map.get("hostArchitectures", "").split(",") if a],
+        "allowed_os_versions": [{"min": v.min, "before": v.before} for v in dist.os_requirements()],
+        "choices_outline": [_outline_dict(line) for line in dist.choices_outline],
+        "choices": [{"id": c.id, "pkg_refs": list(c.pkg_refs), **dict(c.attributes)} for c in dist.choices],
+        "pkg_refs": [{"id": r.id, "version": r.version, "install_kbytes": r.install_kbytes, "auth": r.auth,
+                      "on_conclusion": r.on_conclusion, "path": r.path} for r in dist.components()],
+        "has_volume_check": dist.volume_check is not None,
+        "has_installation_check": dist.installation_check is not None,
+        "scripts": len(dist.scripts),
+    }
+
+
+def _outline_dict(line: Line) -> dict:
+    return {"choice": line.choice, "children": [_outline_dict(c) for c in line.children]}
