@@ -173,7 +173,7 @@ def output_p12s(dist: Path) -> list[tuple[bytes, bytes]]:
 
     from builder.formats.pkg.cpio import iter_cpio
     from builder.formats.pkg.xar import XarReader
-    from builder.build.scripts import IDENTITY_PASSWORD_FILE
+    from builder.artifacts.scripts import IDENTITY_PASSWORD_FILE
 
     (out,) = [d for d in dist.iterdir() if d.is_dir()]
     found = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build.scripts import wrapper_payload_files
+from builder.artifacts.scripts import wrapper_payload_files
 from tests.scripts.certs import Cert, make_ca, make_leaf
 from tests.scripts.installer import FAKE_BINARY, SAMPLE, launchd_plist
 from tests.scripts.macroot import MacRoot, mac_root  # noqa: F401  (fixture)

@@ -61,7 +61,7 @@ def _grow(config: Path, extra: int) -> None:
 def test_build_outputs_follow_inventory_order_with_jobs_2(demo, tmp_path):
     from builder.cli.commands.check import parse_at
     from builder.fleet.config import load_config
-    from builder.build.pipeline import BuildOptions, run_build
+    from builder.artifacts.pipeline import BuildOptions, run_build
 
     config = load_config(demo)
     expected = [d.hostname for d in config.devices]
@@ -79,7 +79,7 @@ def test_vendor_package_is_read_a_fixed_number_of_times(demo, tmp_path, monkeypa
     """Opening the vendor package must not scale with the number of devices (jobs=1: in-process)."""
     from builder.cli.commands.check import parse_at
     from builder.fleet.config import load_config
-    from builder.build.pipeline import BuildOptions, run_build
+    from builder.artifacts.pipeline import BuildOptions, run_build
 
     vendor = load_config(demo).vendor.package.resolve()
     counts = []
@@ -122,7 +122,7 @@ def _written_p12s(out: Path) -> list[tuple[bytes, bytes]]:
 
     from builder.formats.pkg.cpio import iter_cpio
     from builder.formats.pkg.xar import XarReader
-    from builder.build.scripts import IDENTITY_PASSWORD_FILE
+    from builder.artifacts.scripts import IDENTITY_PASSWORD_FILE
 
     found = []
     for profile in sorted((out / "profiles" / "devices").glob("*.mobileconfig")):
@@ -151,7 +151,7 @@ def test_written_p12s_are_derived_at_most_once(tmp_path, monkeypatch):
     from builder.cli.commands.check import parse_at
     from builder.fleet.config import load_config
     from builder.fleet.demo import write_demo
-    from builder.build.pipeline import BuildOptions, run_build
+    from builder.artifacts.pipeline import BuildOptions, run_build
 
     assert not hasattr(kdf.pkcs12_kdf, "cache_info")  # no memo of passwords or derived keys
     config = load_config(write_demo(tmp_path / "fleet"))
@@ -186,11 +186,11 @@ def test_the_parent_does_not_reread_what_workers_wrote(tmp_path, monkeypatch):
     take their source's: the parent hashes only the few fleet-wide files it writes itself."""
     import hashlib
 
-    from builder.build import dist
+    from builder.artifacts import dist
     from builder.cli.commands.check import parse_at
     from builder.fleet.config import load_config
     from builder.fleet.demo import write_demo
-    from builder.build.pipeline import BuildOptions, run_build
+    from builder.artifacts.pipeline import BuildOptions, run_build
 
     config = load_config(write_demo(tmp_path / "fleet"))
     read: list[str] = []

@@ -16,7 +16,7 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
     from .commands.check import parse_at
     from ..fleet.config import load_config
     from .output import emit_json
-    from ..build.pipeline import BuildOptions, DevicesFailed, run_build
+    from ..artifacts.pipeline import BuildOptions, DevicesFailed, run_build
 
     config = load_config(config_path)
     out = out_dir or (config.path.parent / "dist")

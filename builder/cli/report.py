@@ -157,7 +157,7 @@ def _csp_hash(text: str) -> str:
 def render_report(fleet: str, results: Sequence[Any], at: datetime, rules: Mapping[str, Any]) -> str:
     import jinja2
 
-    from ..build.resources import templates_dir
+    from ..artifacts.resources import templates_dir
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, replace
 
-from builder.build.scripts import ScriptContext, render_wrapper_scripts, wrapper_payload_files
+from builder.artifacts.scripts import ScriptContext, render_wrapper_scripts, wrapper_payload_files
 
 from .macroot import MacRoot
 

@@ -54,7 +54,7 @@ def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
     passwords = [resolver.resolve(d.password, d.where) for d in fleet.devices]
     cas = load_ca_files(list(fleet.trust.certificates))
     vendor_line = _check_vendor(fleet)
-    from ...build.checking import check_devices
+    from ...artifacts.checking import check_devices
     from ..progress import ProgressBar, wanted
 
     bar = ProgressBar("devices") if wanted(as_json=as_json) and len(fleet.devices) > 1 else None

@@ -26,7 +26,7 @@ def render_scaffold(name: str) -> dict[str, str]:
     """File name -> text, from templates/ (pure; no I/O beyond reading the templates)."""
     import jinja2
 
-    from ...build.resources import templates_dir
+    from ...artifacts.resources import templates_dir
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),

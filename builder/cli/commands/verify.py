@@ -28,7 +28,7 @@ def command(path: Path, as_json: bool, trust_root_files: tuple[Path, ...]) -> in
 
     roots = load_trust_roots(trust_root_files)
     if path.is_dir():
-        from ...build.distverify import verify_dist
+        from ...artifacts.distverify import verify_dist
 
         return _emit_dict(verify_dist(path, roots), as_json, str(path))
     if path.suffix.lower() == ".mobileconfig":

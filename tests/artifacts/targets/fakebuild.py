@@ -8,10 +8,10 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from builder.build.buildinfo import BuildInfo, DeviceArtifacts, Receipt
+from builder.artifacts.buildinfo import BuildInfo, DeviceArtifacts, Receipt
 from builder.fleet.config import MunkiTarget, Targets
-from builder.build.dist import Staging
-from builder.build.scripts import ScriptContext, render_jamf_ea, render_wrapper_scripts
+from builder.artifacts.dist import Staging
+from builder.artifacts.scripts import ScriptContext, render_jamf_ea, render_wrapper_scripts
 
 FLEET = "acme-prod"
 IDENT = "com.acme.1e-client"

@@ -13,12 +13,12 @@ import sys
 import pytest
 
 from builder.errors import BuildError
-from builder.build.targets import intune, write_targets
+from builder.artifacts.targets import intune, write_targets
 from tests.conftest import REPO, require_tool
 from tests.scripts.macroot import MacRoot, mac_root  # noqa: F401  (fixture)
-from tests.build.targets.conftest import copy_demo_fleet
-from tests.build.targets.fakebuild import make_build
-from tests.build.test_scripts import NOT_ON_MACOS
+from tests.artifacts.targets.conftest import copy_demo_fleet
+from tests.artifacts.targets.fakebuild import make_build
+from tests.artifacts.test_scripts import NOT_ON_MACOS
 
 SCRIPT_LIMIT = 15_360  # characters, Microsoft's documented limit (July 2024)
 PROFILE_LIMIT = 1_000_000  # bytes
@@ -74,7 +74,7 @@ def test_oversized_script_is_a_build_error_naming_it(tmp_path, monkeypatch):
 def test_cli_reports_the_limit_in_one_line_and_leaves_no_build(demo_build, tmp_path):
     """The whole `fleetpkg build`, with the profile limit lowered so the demo's profiles exceed it."""
     fleet = copy_demo_fleet(demo_build, tmp_path / "fleet")
-    code = ("import sys; import builder.build.targets.intune as t; t.PROFILE_LIMIT = 3000; "
+    code = ("import sys; import builder.artifacts.targets.intune as t; t.PROFILE_LIMIT = 3000; "
             "from builder.cli import main; main(sys.argv[1:])")
     result = subprocess.run([sys.executable, "-c", code, "build", str(fleet / "fleet.toml"), "--jobs", "1"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)

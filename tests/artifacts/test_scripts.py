@@ -1,4 +1,4 @@
-"""builder/build/scripts.py: rendering, shellcheck, and the generated scripts run for real (bash, BSD
+"""builder/artifacts/scripts.py: rendering, shellcheck, and the generated scripts run for real (bash, BSD
 awk) in an isolated root with stub macOS commands (tests/scripts/)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from builder.errors import ConfigError
-from builder.build.resources import payloads_dir
-from builder.build.scripts import (
+from builder.artifacts.resources import payloads_dir
+from builder.artifacts.scripts import (
     IDENTITY_PASSWORD_FILE,
     IdentityContext,
     render_identity_scripts,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from builder.build.dist import PARTIAL_PREFIX, staged_output
+from builder.artifacts.dist import PARTIAL_PREFIX, staged_output
 from tests.conftest import REPO, require_tool
 
 
@@ -39,7 +39,7 @@ def test_register_takes_the_writers_digest_without_reading(tmp_path, monkeypatch
     nothing, yet a size that disagrees with the disk, or a missing file, is refused."""
     import hashlib
 
-    from builder.build import dist
+    from builder.artifacts import dist
     from builder.errors import BuildError
 
     final = tmp_path / "dist" / "demo-1.0-1"
@@ -100,7 +100,7 @@ def test_killed_build_leaves_no_entry(tmp_path, sig):
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from builder.build.dist import staged_output
+        from builder.artifacts.dist import staged_output
         with staged_output(Path({str(tmp_path / 'dist' / 'x')!r})) as stage:
             stage.write("a.txt", b"a" * 1000, kind="doc")
             print("staged", flush=True)
@@ -119,7 +119,7 @@ def test_sigkill_leftover_is_removed_by_next_build(tmp_path):
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from builder.build.dist import staged_output
+        from builder.artifacts.dist import staged_output
         with staged_output(Path({str(tmp_path / 'dist' / 'x')!r})) as stage:
             print("staged", flush=True)
             time.sleep(30)

@@ -1,5 +1,5 @@
 """Munki repo fragment of the demo build, checked against Munki's key list (written out here, not
-taken from builder.build.targets.munki), plistlib, hashlib, bsdtar and `fleetpkg inspect --json`."""
+taken from builder.artifacts.targets.munki), plistlib, hashlib, bsdtar and `fleetpkg inspect --json`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildError
-from builder.build.targets import munki
-from tests.build.targets.conftest import expand_pkg, inspect_json
+from builder.artifacts.targets import munki
+from tests.artifacts.targets.conftest import expand_pkg, inspect_json
 
 # Munki 7 pkginfo keys we emit and their plist types (profiles-and-mdm.md section 6.3).
 CLIENT_KEYS = {

@@ -1,6 +1,6 @@
 """Deployment targets: what Munki, Jamf Pro, Intune and a manual install each need from a build.
 
-Each target is a function of the BuildInfo (builder/build/buildinfo.py) and the staging folder; a target
+Each target is a function of the BuildInfo (builder/artifacts/buildinfo.py) and the staging folder; a target
 turned off in [targets] writes nothing. DEPLOY.md is written last, in every build, from the
 artifacts actually staged.
 """
@@ -14,7 +14,7 @@ from .munki import write_munki
 
 
 def write_targets(info, stage) -> None:
-    """Write every enabled target's files into the staging folder (see builder/build/buildinfo.py)."""
+    """Write every enabled target's files into the staging folder (see builder/artifacts/buildinfo.py)."""
     targets = info.targets
     sections = {
         "munki": targets.munki is not None,

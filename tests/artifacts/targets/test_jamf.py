@@ -7,11 +7,11 @@ import csv
 import stat
 import subprocess
 
-from builder.build.targets import write_targets
+from builder.artifacts.targets import write_targets
 from tests.conftest import require_tool
 from tests.scripts.macroot import mac_root  # noqa: F401  (fixture)
-from tests.build.targets.conftest import inspect_json
-from tests.build.targets.fakebuild import make_build
+from tests.artifacts.targets.conftest import inspect_json
+from tests.artifacts.targets.fakebuild import make_build
 
 
 def test_wrapper_and_profiles_are_exact_copies(demo_build):

@@ -44,8 +44,8 @@ class BuildOptions:
 class BuildResult:
     output: Path
     info: BuildInfo
-    device_results: list  # builder.build.checking.DeviceResult, inventory order
-    artifacts: list  # builder.build.dist.Artifact
+    device_results: list  # builder.artifacts.checking.DeviceResult, inventory order
+    artifacts: list  # builder.artifacts.dist.Artifact
     notes: list[str] = field(default_factory=list)
 
 

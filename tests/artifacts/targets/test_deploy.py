@@ -8,10 +8,10 @@ import re
 import pytest
 
 from builder.fleet.config import Targets
-from builder.build.targets import write_targets
-from builder.build.targets.deploy import artifact_rows
-from tests.build.targets.conftest import copy_demo_fleet, find_build, fleetpkg
-from tests.build.targets.fakebuild import make_build, with_targets
+from builder.artifacts.targets import write_targets
+from builder.artifacts.targets.deploy import artifact_rows
+from tests.artifacts.targets.conftest import copy_demo_fleet, find_build, fleetpkg
+from tests.artifacts.targets.fakebuild import make_build, with_targets
 
 TABLE_ROW = re.compile(r"^\| `([^`]+)` \| (\d+) \| (.*) \| (no|\*\*yes\*\* \(0600\)) \| (.*) \|$")
 
