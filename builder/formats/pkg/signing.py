@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ...errors import SigningError
-from ...certs.signing_identity import SigningIdentity
 from . import cms, timestamp
+
+
+class SigningIdentity(Protocol):
+    """What signing needs of an identity (builder/certs/signing_identity.py loads and vets one)."""
+
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # issuers, leaf excluded
 
 PRODUCTSIGN_CMS_SIZE = 9216  # productsign's reserved CMS slot (timestamped blob of 8,428 bytes there)
 CMS_MARGIN = 512  # rcodesign's margin over a trial signature
