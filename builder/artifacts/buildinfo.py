@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..formats.pkg.conclusion import NONE, strongest
+
 
 @dataclass(frozen=True)
 class Receipt:
     identifier: str
     version: str
     install_kbytes: int
+    on_conclusion: str = NONE  # what Installer asks after installing it: None, RequireRestart...
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,14 @@ class BuildInfo:
     skipped_devices: tuple[str, ...]  # hostnames left out by --skip-failed-devices
     targets: object  # builder.fleet.config.Targets
     built_at: datetime
+
+    @property
+    def on_conclusion(self) -> str:
+        """The strongest action any installed component asks for: the wrapper's own restart need."""
+        return strongest(r.on_conclusion for r in self.receipts)
+
+    @property
+    def conclusion_by(self) -> tuple[str, ...]:
+        """Identifiers of the components that ask for it."""
+        need = self.on_conclusion
+        return tuple(r.identifier for r in self.receipts if need != NONE and r.on_conclusion == need)

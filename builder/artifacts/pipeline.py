@@ -266,27 +266,35 @@ def minimum_os(config_min: str | None, vendor) -> str:
 
 def build_distribution(*, title: str, identifier: str, version: str, min_os: str, vendor,
                        prepare, configure, vendor_names: Sequence[str]):
-    """productbuild's shape: prepare, the vendor's component(s), configure; vendor constraints kept."""
+    """productbuild's shape: prepare, the vendor's choices in the vendor's own install order, configure;
+    the vendor's constraints, checks, scripts and restart needs kept (builder/fleet/vendorchoices.py)."""
+    from ..formats.pkg.conclusion import NONE
     from ..formats.pkg.product import Choice, Distribution, Line, OsVersion, PkgRef
 
     vendor_dist = vendor.distribution
-    refs, choices = [], []
-    ordered = [(prepare.identifier, prepare.version, prepare.install_kbytes, "prepare.pkg")]
+    ours = {prepare.identifier, configure.identifier}
+    for choice in vendor.choices:
+        if choice.id in ours or any(r.id in ours for r in choice.pkg_refs):
+            raise BuildError(f'the vendor\'s choice "{choice.id}" uses one of the wrapper\'s own ids '
+                             f"({', '.join(sorted(ours))})", where=str(vendor.source.package),
+                             hint="set another [fleet] identifier")
+
+    def own(info, name: str) -> tuple[PkgRef, Choice]:
+        return (PkgRef(id=info.identifier, version=info.version, install_kbytes=info.install_kbytes, auth="Root",
+                       on_conclusion="none", path=f"#{name}"),
+                Choice(id=info.identifier, attributes=(("visible", "false"),), pkg_refs=(PkgRef(info.identifier),)))
+
+    prepare_ref, prepare_choice = own(prepare, "prepare.pkg")
+    configure_ref, configure_choice = own(configure, "configure.pkg")
+    refs = [prepare_ref]
     for comp, name in zip(vendor.components, vendor_names):
-        ordered.append((comp.identifier, comp.version, comp.install_kbytes, name))
-    ordered.append((configure.identifier, configure.version, configure.install_kbytes, "configure.pkg"))
-    vendor_children = {}
-    if vendor_dist is not None:
-        for ref in vendor_dist.pkg_refs:
-            if ref.children:
-                vendor_children.setdefault(ref.id, ref.children)
-    for pkg_id, pkg_version, kbytes, name in ordered:
-        if pkg_id in vendor_children:  # productbuild's shape: children on a pkg-ref of their own
-            refs.append(PkgRef(id=pkg_id, children=vendor_children[pkg_id]))
-        refs.append(PkgRef(id=pkg_id, version=pkg_version, install_kbytes=kbytes, auth="Root",
-                           on_conclusion="none", path=f"#{name}"))
-        choices.append(Choice(id=pkg_id, attributes=(("visible", "false"),), pkg_refs=(pkg_id,)))
-    outline = (Line("default", tuple(Line(pkg_id) for pkg_id, *_ in ordered)),)
+        if comp.ref_children:  # productbuild's shape: children on a pkg-ref of their own
+            refs.append(PkgRef(id=comp.ref_id, children=comp.ref_children))
+        refs.append(PkgRef(id=comp.ref_id, version=comp.version, install_kbytes=comp.install_kbytes, auth="Root",
+                           on_conclusion="none" if comp.on_conclusion == NONE else comp.on_conclusion,
+                           path=f"#{name}", extra_attributes=comp.ref_attributes))
+    refs.append(configure_ref)
+    outline = (Line("default", (Line(prepare.identifier),) + tuple(vendor.outline) + (Line(configure.identifier),)),)
     return Distribution(
         title=title,
         product=(("id", identifier), ("version", version)),
@@ -298,7 +306,7 @@ def build_distribution(*, title: str, identifier: str, version: str, min_os: str
         installation_check=vendor_dist.installation_check if vendor_dist else None,
         scripts=vendor_dist.scripts if vendor_dist else (),
         choices_outline=outline,
-        choices=(Choice(id="default"),) + tuple(choices),
+        choices=(Choice(id="default"), prepare_choice, *vendor.choices, configure_choice),
         pkg_refs=tuple(refs),
     )
 
@@ -329,7 +337,7 @@ def build_wrapper(dest: Path, *, config, vendor, version: str, min_os: str, scri
         components.append(EmbedComponent(conf_r, "", "configure.pkg"))
         build_product(dest, distribution=dist, components=components)
     receipts = [Receipt(prepare.identifier, prepare.version, prepare.install_kbytes or 0)]
-    receipts += [Receipt(c.identifier, c.version, c.install_kbytes) for c in vendor.components]
+    receipts += [Receipt(c.identifier, c.version, c.install_kbytes, c.on_conclusion) for c in vendor.components]
     receipts.append(Receipt(configure.identifier, configure.version, configure.install_kbytes or 0))
     return receipts
 
@@ -387,6 +395,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     from ..fleet.passwords import PasswordResolver
     from ..profiles import login_items_profile, render_xml, sign_profile, trust_profile
     from .scripts import ScriptContext
+    from ..formats.pkg.conclusion import NONE, words
     from ..fleet.vendor import inspect_vendor
 
     notes: list[str] = []
@@ -404,7 +413,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
         vendor = inspect_vendor(source, allow_foreign=options.allow_foreign_vendor or config.vendor.allow_foreign_vendor)
         notes += list(vendor.notes)
         log(f"vendor: {source.origin}: {vendor.identifier} {vendor.version} "
-            f"({', '.join(vendor.architectures)}{'; needs Rosetta 2' if vendor.needs_rosetta else ''})")
+            f"({', '.join(vendor.architectures)}{'; needs Rosetta 2' if vendor.needs_rosetta else ''}"
+            f"{'; ' + words(vendor.on_conclusion) + ' after installing' if vendor.on_conclusion != NONE else ''})")
         version = wrapper_version(vendor.version, config.fleet.build)
         fleet = config.fleet.name
         final = options.out_dir / f"{fleet}-{version}"

@@ -4,6 +4,9 @@ The wrapper's scripts need the conf path, the LaunchDaemon plist and its Label, 
 binary and its architectures. They are read from the vendor payload; the vendor guide's paths
 are used only when the payload does not say, and every such fallback is reported in `notes`
 so the build output can tell the admin.
+
+A product archive's components are taken in the order its choices-outline installs them, with the
+choices, constraints and restart needs the wrapper carries over (vendorchoices.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import BuildError, FleetpkgError, FormatError
 from .intake import VendorSource
+from ..formats.pkg.conclusion import NONE, from_postinstall_action, strongest
 
 GUIDE_CONF = "/Library/Application Support/1E/Client/1E.Client.conf"
 GUIDE_LABEL = "com.1e.pkg.1E.Client"
@@ -36,6 +40,10 @@ class VendorComponent:
     install_kbytes: int
     payload_files: int
     auth: str | None
+    ref_id: str = ""  # the vendor's pkg-ref id for it (its choices name it); the identifier by default
+    on_conclusion: str = NONE  # strongest of its pkg-refs' onConclusion and its postinstall-action
+    ref_attributes: tuple[tuple[str, str], ...] = ()  # carried onto the wrapper's pkg-ref (active...)
+    ref_children: tuple[str, ...] = ()  # must-close, bundle-version, relocate, verbatim
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,17 @@ class VendorPackage:
     code_identifier: str | None
     is_client: bool
     notes: tuple[str, ...] = field(default=())
+    outline: tuple = ()  # choices-outline lines the wrapper splices between prepare and configure
+    choices: tuple = ()  # the vendor choices those lines name (builder.pkg.product.Choice)
 
     @property
     def needs_rosetta(self) -> bool:
         return "arm64" not in self.architectures and "arm64e" not in self.architectures
+
+    @property
+    def on_conclusion(self) -> str:
+        """What Installer asks of the Mac after installing the vendor's components (RequireRestart...)."""
+        return strongest(c.on_conclusion for c in self.components)
 
 
 def _join(install_location: str, cpio_name: str) -> str:
@@ -142,6 +157,7 @@ def inspect_vendor(source: VendorSource, *, allow_foreign: bool = False) -> Vend
     from ..formats.pkg.component import parse_package_info
     from ..formats.pkg.product import parse_distribution
     from ..formats.pkg.xar import XarReader
+    from .vendorchoices import check_location, component_choices, product_choices
 
     where = str(source.package)
     try:
@@ -151,29 +167,41 @@ def inspect_vendor(source: VendorSource, *, allow_foreign: bool = False) -> Vend
     with reader, tempfile.TemporaryDirectory(prefix="fleetpkg-vendor-") as tmp:
         names = {e.path for e in reader.entries}
         distribution = None
+        notes: list[str] = []
+        infos: dict = {}
         if "Distribution" in names:
             kind = "product"
             distribution = parse_distribution(reader.read("Distribution"), where=f"{where}: Distribution")
-            prefixes = sorted({n.split("/", 1)[0] + "/" for n in names
-                               if n.endswith(".pkg/PackageInfo") and n.count("/") == 1})
+            plan = product_choices(distribution, lambda prefix: prefix + "PackageInfo" in names,
+                                   f"{where}: Distribution")
+            if not plan.refs:
+                raise FormatError("product archive installs no component packages", where=where)
+            left_out = sorted({n.split("/", 1)[0] for n in names if n.endswith(".pkg/PackageInfo")
+                               and n.count("/") == 1} - {r.prefix.rstrip("/") for r in plan.refs})
+            if left_out:
+                notes.append(f"the vendor's Distribution never installs {', '.join(left_out)}: the wrapper "
+                             f"leaves {'it' if len(left_out) == 1 else 'them'} out, as Installer would")
         elif "PackageInfo" in names:
-            kind, prefixes = "component", [""]
+            kind = "component"
+            infos[""] = parse_package_info(reader.read("PackageInfo"), where=f"{where}: PackageInfo")
+            plan = component_choices(infos[""].identifier, infos[""].postinstall_action)
         else:
             raise FormatError("not an installer package (no PackageInfo or Distribution)", where=where,
                               hint="point [vendor] package at the 1E Client .pkg")
         components = []
-        for prefix in prefixes:
-            info = parse_package_info(reader.read(prefix + "PackageInfo"), where=f"{where}: {prefix}PackageInfo")
+        for ref in plan.refs:
+            info = infos.get(ref.prefix) or parse_package_info(reader.read(ref.prefix + "PackageInfo"),
+                                                               where=f"{where}: {ref.prefix}PackageInfo")
+            check_location(ref, info.install_location, f"{where}: Distribution")
             components.append(VendorComponent(
-                identifier=info.identifier, version=info.version, prefix=prefix,
+                identifier=info.identifier, version=info.version, prefix=ref.prefix,
                 install_location=info.install_location or "/", install_kbytes=info.install_kbytes or 0,
-                payload_files=info.payload_files or 0, auth=info.auth))
-        if not components:
-            raise FormatError("product archive holds no component packages", where=where)
+                payload_files=info.payload_files or 0, auth=info.auth, ref_id=ref.id,
+                on_conclusion=strongest((ref.on_conclusion, from_postinstall_action(info.postinstall_action))),
+                ref_attributes=ref.attributes, ref_children=ref.children))
         found: dict = {}
         for comp in components:
             _read_payload_facts(reader, comp, found, Path(tmp))
-        notes: list[str] = []
         binary_path, arches, team, code_id, binary_owner = GUIDE_BINARY, ("x86_64",), None, None, None
         if "binary" in found:
             binary_path, binary_file, binary_owner = found["binary"]
@@ -205,4 +233,5 @@ def inspect_vendor(source: VendorSource, *, allow_foreign: bool = False) -> Vend
         source=source, kind=kind, components=tuple(components), distribution=distribution,
         identifier=primary.identifier, version=primary.version, conf_path=conf_path,
         default_conf=default_conf, daemon_plist=plist_path, daemon_label=label, binary_path=binary_path,
-        architectures=arches, team_id=team, code_identifier=code_id, is_client=is_client, notes=tuple(notes))
+        architectures=arches, team_id=team, code_identifier=code_id, is_client=is_client, notes=tuple(notes),
+        outline=plan.outline, choices=plan.choices)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...formats.pkg.conclusion import NONE, verb
 from ..templating import render
 from .common import text_file
 
@@ -100,7 +101,11 @@ def artifact_rows(artifacts, info) -> list[Row]:
 def render_deploy(info, artifacts, sections: dict) -> str:
     rows = artifact_rows(artifacts, info)
     device_profile = {d.hostname: (d.signed_profile or d.profile) for d in info.devices}
+    after_install = None
+    if info.on_conclusion != NONE:
+        after_install = {"action": info.on_conclusion, "verb": verb(info.on_conclusion), "by": info.conclusion_by}
     return render("DEPLOY.md.j2", info=info, rows=rows, final_files=FINAL_FILES, sections=sections,
+                  after_install=after_install,
                   device_profile=device_profile, manual_profile_signed=any(d.signed_profile for d in info.devices),
                   doctor=f"{info.support_dir}/doctor", uninstall=f"{info.support_dir}/uninstall.sh",
                   wrapper_name=info.wrapper.rsplit("/", 1)[-1])

@@ -8,6 +8,9 @@ Keys follow Munki 7's makepkginfo/makecatalogs (profiles-and-mdm.md section 6.3)
   client is reinstalled), and the fleet's doctor.conf must have this build's MD5. doctor.conf
   names the wrapper version, so every new build (vendor upgrade or fleet change) is offered, and
   an older build on the Mac is replaced. Receipts stay for reporting and removepackages.
+- `RestartAction` is the wrapper's restart need (the vendor's onConclusion, e.g. RequireRestart),
+  as makepkginfo would read it from the package; Munki then installs the item only with a restart
+  (never unattended). Absent when nothing is required.
 - identity items carry `installable_condition` (the Mac's serial number from the inventory, else
   its host name, case-insensitively, also as uname prints it with or without `.local`) and
   `requires` the client item: the identity import grants key access to the 1E Client binary,
@@ -24,6 +27,7 @@ import plistlib
 import re
 
 from ...errors import BuildError
+from ...formats.pkg.conclusion import NONE
 from .common import copy_artifact
 
 ARCHITECTURES = ("arm64", "x86_64")  # the wrapper declares both (Rosetta for the x86_64 client)
@@ -118,6 +122,7 @@ def client_pkginfo(info, *, location: str, sha256: str, size: int) -> dict:
         "uninstallable": True,
         "uninstall_method": "uninstall_script",
         "uninstall_script": info.scripts["uninstall.sh"],
+        **({"RestartAction": info.on_conclusion} if info.on_conclusion != NONE else {}),
     }
 
 

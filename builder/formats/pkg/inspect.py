@@ -5,14 +5,28 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .conclusion import NONE, words
+
 
 def describe_package(path: str | os.PathLike) -> dict[str, Any]:
+    """A package's components in install order, each with what Installer asks after installing it
+    (its pkg-refs' onConclusion and its PackageInfo postinstall-action); the product needs the
+    strongest of those it installs."""
+    from . import conclusion
     from .package import bom_entries, open_package, script_names
     from .product import describe_distribution
     with open_package(path) as pkg:
-        packages = []
+        dist = pkg.distribution
+        paths = {ref.archive_prefix: ref.id for ref in dist.components()} if dist else {}
+        installed = set(dist.install_order()) if dist else None
+        packages, needs = [], []
         for comp in pkg.components:
             info = comp.info
+            ref_id = paths.get(comp.archive_prefix)
+            action = conclusion.strongest((dist.on_conclusion(ref_id) if ref_id else None,
+                                           conclusion.from_postinstall_action(info.postinstall_action)))
+            if installed is None or ref_id in installed:
+                needs.append(action)
             packages.append({
                 "identifier": info.identifier,
                 "version": info.version,
@@ -24,13 +38,16 @@ def describe_package(path: str | os.PathLike) -> dict[str, Any]:
                 "scripts": script_names(pkg, comp),
                 "bom_entries": len(bom_entries(pkg, comp)),
                 "bundles": [b.id for b in info.bundles],
+                "postinstall_action": info.postinstall_action,
+                "on_conclusion": action,
             })
         return {
             "kind": pkg.kind,
             "toc_checksum": pkg.toc_checksum,
             "signed": pkg.signed,
+            "on_conclusion": conclusion.strongest(needs),
             "packages": packages,
-            "distribution": describe_distribution(pkg.distribution) if pkg.distribution else None,
+            "distribution": describe_distribution(dist) if dist else None,
         }
 
 
@@ -49,9 +66,14 @@ def package_summary_lines(doc: dict[str, Any]) -> list[str]:
             bounds = [f">= {v['min']}"] if v.get("min") else []
             bounds += [f"< {v['before']}"] if v.get("before") else []
             lines.append(f"macOS {' and '.join(bounds)}")
+    action = doc.get("on_conclusion") or NONE
+    by = [p["identifier"] for p in doc["packages"] if p.get("on_conclusion") == action]
+    lines.append(f"after installing: {words(action)}" + (f" ({action}: {', '.join(by)})" if action != NONE else ""))
     for p in doc["packages"]:
         where = f" [{p['archive_path']}]" if p["archive_path"] else ""
         lines.append(f"- {p['identifier']} {p['version']}{where}")
+        if (p.get("on_conclusion") or NONE) != NONE:
+            lines.append(f"    on conclusion: {p['on_conclusion']}")
         lines.append(f"    install location: {p['install_location'] or '(not set)'}")
         pay = p["payload"]
         if pay["format"] == "none":

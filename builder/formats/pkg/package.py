@@ -121,9 +121,12 @@ def _describe(reader, where: str) -> Package:
 
 
 def _product_prefixes(reader, dist: Distribution, where: str) -> list[str]:
-    """Components in Distribution order, then any other NAME.pkg/ directory holding a PackageInfo."""
+    """Components in install order, then those the Distribution names but does not install, then any
+    other NAME.pkg/ directory holding a PackageInfo."""
     out: list[str] = []
-    for ref in dist.components():
+    paths = {ref.id: ref for ref in dist.components()}
+    installed = [paths[i] for i in dist.install_order() if i in paths]
+    for ref in installed + dist.components():
         prefix = ref.archive_prefix
         if prefix is None:
             continue  # a pkg-ref pointing outside the archive (file: URL); nothing to read here

@@ -4,6 +4,11 @@ Parsed into plain data and rendered in productbuild's shape (flat-package-format
 parts a wrapper cannot understand but must not change (volume/installation checks, JavaScript,
 per-pkg-ref children such as must-close, UI resources) are kept as their exact source text, so a
 vendor's Distribution can be merged into ours without re-escaping its scripts.
+
+Install order is the choices-outline's: Installer walks its lines depth first, a line's own choice
+before the lines inside it, and installs each selected choice's pkg-refs in order, each id once
+(format doc §4.3). A pkg-ref id may be described by several elements (top level or inside a
+choice); their onConclusion values add up to the strongest one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from ...errors import FormatError
-from . import xmlsafe
+from . import conclusion, xmlsafe
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,12 @@ class PkgRef:
 class Choice:
     id: str
     attributes: tuple[tuple[str, str], ...] = ()  # title, visible, customLocation... in order
-    pkg_refs: tuple[str, ...] = ()  # ids of the <pkg-ref id=".."/> it installs
+    pkg_refs: tuple[PkgRef, ...] = ()  # the <pkg-ref> elements it installs, in order (mostly id only)
     children: tuple[str, ...] = ()  # other children, verbatim
+
+    @property
+    def attribute_map(self) -> dict[str, str]:
+        return dict(self.attributes)
 
 
 @dataclass(frozen=True)
@@ -76,15 +85,43 @@ class Distribution:
     def option_map(self) -> dict[str, str]:
         return dict(self.options)
 
+    def all_pkg_refs(self) -> list[PkgRef]:
+        """Every <pkg-ref> element: the top-level ones in document order, then those inside choices."""
+        return list(self.pkg_refs) + [ref for choice in self.choices for ref in choice.pkg_refs]
+
     def components(self) -> list[PkgRef]:
-        """The pkg-refs that carry a path, in document order, one per id."""
+        """The pkg-refs that carry a path, in document order (top level first), one per id."""
         seen: set[str] = set()
         out = []
-        for ref in self.pkg_refs:
+        for ref in self.all_pkg_refs():
             if ref.path and ref.id not in seen:
                 seen.add(ref.id)
                 out.append(ref)
         return out
+
+    def choice(self, choice_id: str) -> Choice | None:
+        return next((c for c in self.choices if c.id == choice_id), None)
+
+    def install_order(self) -> list[str]:
+        """pkg-ref ids in the order Installer installs them (the choices-outline walked depth first);
+        without an outline, the pkg-refs that carry a path, in document order."""
+        if not self.choices_outline:
+            return [ref.id for ref in self.components()]
+        order: dict[str, None] = {}
+
+        def walk(lines: tuple[Line, ...]) -> None:
+            for line in lines:
+                choice = self.choice(line.choice)
+                for ref in choice.pkg_refs if choice else ():
+                    order.setdefault(ref.id)
+                walk(line.children)
+
+        walk(self.choices_outline)
+        return list(order)
+
+    def on_conclusion(self, pkg_id: str) -> str:
+        """The strongest onConclusion any pkg-ref element of this id declares (None when none does)."""
+        return conclusion.strongest(ref.on_conclusion for ref in self.all_pkg_refs() if ref.id == pkg_id)
 
     def os_requirements(self) -> tuple[OsVersion, ...]:
         """Allowed OS versions wherever they are declared (top level or inside volume-check)."""
@@ -104,6 +141,18 @@ def _line(el, where: str, depth: int = 0) -> Line:
 
 _PKG_REF_ATTRS = {"id": "id", "version": "version", "installKBytes": "install_kbytes", "auth": "auth",
                   "onConclusion": "on_conclusion"}
+
+
+def _pkg_ref(doc, el, where: str) -> PkgRef:
+    if not el.get("id"):
+        raise FormatError("Distribution has a <pkg-ref> without an id", where=where)
+    a = dict(el.attrib)
+    return PkgRef(
+        id=a["id"], version=a.get("version"),
+        install_kbytes=xmlsafe.whole_number(a.get("installKBytes"), "Distribution pkg-ref installKBytes", where),
+        auth=a.get("auth"), on_conclusion=a.get("onConclusion"), path=(el.text or "").strip() or None,
+        extra_attributes=tuple((k, v) for k, v in a.items() if k not in _PKG_REF_ATTRS),
+        children=tuple(doc.text_of(c) for c in el))
 
 
 def parse_distribution(data: bytes, *, where: str = "Distribution") -> Distribution:
@@ -142,22 +191,12 @@ def parse_distribution(data: bytes, *, where: str = "Distribution") -> Distribut
         elif tag == "choice":
             if not child.get("id"):
                 raise FormatError("Distribution has a <choice> without an id", where=where)
-            simple = [c for c in child if c.tag == "pkg-ref" and set(c.attrib) == {"id"} and c.get("id")
-                      and len(c) == 0 and not (c.text or "").strip()]
-            refs = tuple(c.get("id") for c in simple)
-            others = tuple(doc.text_of(c) for c in child if not any(c is s for s in simple))
+            refs = tuple(_pkg_ref(doc, c, where) for c in child if c.tag == "pkg-ref")
+            others = tuple(doc.text_of(c) for c in child if c.tag != "pkg-ref")
             choices.append(Choice(child.get("id"), tuple((k, v) for k, v in child.attrib.items() if k != "id"),
                                   refs, others))
         elif tag == "pkg-ref":
-            if not child.get("id"):
-                raise FormatError("Distribution has a <pkg-ref> without an id", where=where)
-            a = dict(child.attrib)
-            path = (child.text or "").strip() or None
-            pkg_refs.append(PkgRef(
-                id=a["id"], version=a.get("version"), install_kbytes=xmlsafe.whole_number(a.get("installKBytes"), "Distribution pkg-ref installKBytes", where),
-                auth=a.get("auth"), on_conclusion=a.get("onConclusion"), path=path,
-                extra_attributes=tuple((k, v) for k, v in a.items() if k not in _PKG_REF_ATTRS),
-                children=tuple(doc.text_of(c) for c in child)))
+            pkg_refs.append(_pkg_ref(doc, child, where))
         else:
             extra.append(doc.text_of(child))
     fields.update(pkg_refs=tuple(pkg_refs), choices=tuple(choices), scripts=tuple(scripts),
@@ -174,17 +213,17 @@ def _render_line(line: Line, indent: str) -> list[str]:
     return out + [f"{indent}</line>"]
 
 
-def _render_pkg_ref(ref: PkgRef) -> list[str]:
+def _render_pkg_ref(ref: PkgRef, indent: str = "    ") -> list[str]:
     pairs = (("id", ref.id), ("version", ref.version),
              ("onConclusion", ref.on_conclusion),
              ("installKBytes", None if ref.install_kbytes is None else str(ref.install_kbytes)),
              ("auth", ref.auth)) + ref.extra_attributes
-    head = f"    <pkg-ref{xmlsafe.attrs(pairs)}"
+    head = f"{indent}<pkg-ref{xmlsafe.attrs(pairs)}"
     if ref.children:
-        lines = [head + ">"] + [f"        {c}" for c in ref.children]
+        lines = [head + ">"] + [f"{indent}    {c}" for c in ref.children]
         if ref.path:
-            lines.append(f"        {xmlsafe.text(ref.path)}")
-        return lines + ["    </pkg-ref>"]
+            lines.append(f"{indent}    {xmlsafe.text(ref.path)}")
+        return lines + [f"{indent}</pkg-ref>"]
     if ref.path:
         return [f"{head}>{xmlsafe.text(ref.path)}</pkg-ref>"]
     return [head + "/>"]
@@ -220,7 +259,8 @@ def render_distribution(dist: Distribution) -> bytes:
             lines.append(head + "/>")
             continue
         lines.append(head + ">")
-        lines += [f'        <pkg-ref id="{xmlsafe.attr(r)}"/>' for r in choice.pkg_refs]
+        for ref in choice.pkg_refs:
+            lines += _render_pkg_ref(ref, "        ")
         lines += [f"        {c}" for c in choice.children]
         lines.append("    </choice>")
     for ref in dist.pkg_refs:
@@ -233,6 +273,7 @@ def render_distribution(dist: Distribution) -> bytes:
 
 def describe_distribution(dist: Distribution) -> dict:
     """The JSON-friendly summary `fleetpkg inspect` prints."""
+    order = dist.install_order()
     return {
         "title": dist.title,
         "product": dict(dist.product) or None,
@@ -240,9 +281,11 @@ def describe_distribution(dist: Distribution) -> dict:
         "host_architectures": [a for a in dist.option_map.get("hostArchitectures", "").split(",") if a],
         "allowed_os_versions": [{"min": v.min, "before": v.before} for v in dist.os_requirements()],
         "choices_outline": [_outline_dict(line) for line in dist.choices_outline],
-        "choices": [{"id": c.id, "pkg_refs": list(c.pkg_refs), **dict(c.attributes)} for c in dist.choices],
+        "choices": [{"id": c.id, "pkg_refs": [r.id for r in c.pkg_refs], **dict(c.attributes)} for c in dist.choices],
         "pkg_refs": [{"id": r.id, "version": r.version, "install_kbytes": r.install_kbytes, "auth": r.auth,
                       "on_conclusion": r.on_conclusion, "path": r.path} for r in dist.components()],
+        "install_order": [{"id": i, "on_conclusion": dist.on_conclusion(i)} for i in order],
+        "on_conclusion": conclusion.strongest(dist.on_conclusion(i) for i in order),
         "has_volume_check": dist.volume_check is not None,
         "has_installation_check": dist.installation_check is not None,
         "scripts": len(dist.scripts),

@@ -263,7 +263,7 @@ def _dist(refs: list[tuple[str, str, str]]) -> Distribution:
         title="Wrapper", options=(("customize", "never"), ("require-scripts", "false"),
                                   ("hostArchitectures", "x86_64,arm64")),
         choices_outline=(Line("default", tuple(Line(i) for i, _, _ in refs)),),
-        choices=(Choice("default"),) + tuple(Choice(i, (("visible", "false"),), (i,)) for i, _, _ in refs),
+        choices=(Choice("default"),) + tuple(Choice(i, (("visible", "false"),), (PkgRef(i),)) for i, _, _ in refs),
         pkg_refs=tuple(PkgRef(i, v, 0, "Root", "none", f"#{n}") for i, v, n in refs),
         product=(("id", "com.acme.wrapper"), ("version", "1")))
 

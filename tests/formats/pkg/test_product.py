@@ -41,8 +41,9 @@ def test_parse_matches_elementtree(pkg):
         (r.get("id"), r.get("version"), int(r.get("installKBytes")) if r.get("installKBytes") else None,
          r.get("onConclusion"), (r.text or "").strip() or None) for r in ref.findall("pkg-ref")]
     assert [c.id for c in dist.choices] == [c.get("id") for c in ref.findall("choice")]
-    assert [c.pkg_refs for c in dist.choices] == [tuple(p.get("id") for p in c.findall("pkg-ref"))
-                                                  for c in ref.findall("choice")]
+    assert [tuple((r.id, r.on_conclusion, r.path) for r in c.pkg_refs) for c in dist.choices] == [
+        tuple((p.get("id"), p.get("onConclusion"), (p.text or "").strip() or None) for p in c.findall("pkg-ref"))
+        for c in ref.findall("choice")]
     assert _lines(dist.choices_outline) == _outline(ref.find("choices-outline"))
     reparsed = parse_distribution(render_distribution(dist))
     assert reparsed == dist
@@ -92,8 +93,8 @@ def test_render_productbuild_shape():
         domains=(("enable_anywhere", "false"), ("enable_currentUserHome", "false"), ("enable_localSystem", "true")),
         allowed_os_versions=(OsVersion(min="11.0"),),
         choices_outline=(Line("default", (Line("com.acme.prepare"), Line("com.1e.client"))),),
-        choices=(Choice("default"), Choice("com.acme.prepare", (("visible", "false"),), ("com.acme.prepare",)),
-                 Choice("com.1e.client", (("visible", "false"),), ("com.1e.client",))),
+        choices=(Choice("default"), Choice("com.acme.prepare", (("visible", "false"),), (PkgRef("com.acme.prepare"),)),
+                 Choice("com.1e.client", (("visible", "false"),), (PkgRef("com.1e.client"),))),
         pkg_refs=(PkgRef("com.acme.prepare", "5.1-1", 0, "Root", "none", "#prepare.pkg"),
                   PkgRef("com.1e.client", "5.1.0.12", 4000, "Root", "none", "#vendor.pkg")),
     )
