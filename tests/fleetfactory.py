@@ -25,14 +25,9 @@ NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 PASSWORD = "Zq7-distinctive-pfx-Passw0rd!"
 
 
-@functools.cache
-def vendor_standin() -> Path:
-    """A 1E Client-shaped component package made with independent tools only: GNU cpio + gzip
-    for the payload, plistlib for the LaunchDaemon, bsdtar's xar writer for the container, and
-    a real x86_64 Mach-O from the fixtures as the client binary."""
-    work = Path(tempfile.mkdtemp(prefix="fleetfactory-vendor-"))
-    atexit.register(shutil.rmtree, work, True)
-    root = work / "root"
+def _client_root(root: Path) -> int:
+    """The 1E Client's files under `root`: a real x86_64 Mach-O from the fixtures as the client binary,
+    its conf file and a LaunchDaemon written with plistlib. Returns cpio's entry count (with ".")."""
     client = root / "Library/Application Support/1E/Client"
     client.mkdir(parents=True)
     shutil.copyfile(FIXTURES / "macho" / "fq-darwin_amd64_a_dynamic", client / "1E.Client")
@@ -42,19 +37,109 @@ def vendor_standin() -> Path:
     daemons.mkdir(parents=True)
     (daemons / "com.1e.pkg.1E.Client.plist").write_bytes(plistlib.dumps(
         {"Label": "com.1e.pkg.1E.Client", "ProgramArguments": [str(Path("/") / client.relative_to(root) / "1E.Client")]}))
-    pkg = work / "pkg"
-    pkg.mkdir()
-    subprocess.run("find . | cpio -o -H odc --quiet -R 0:0 | gzip -n > ../pkg/Payload", shell=True, cwd=root,
+    return sum(1 for _ in root.rglob("*")) + 1
+
+
+def _component_dir(dest: Path, root: Path, identifier: str, version: str, files: int,
+                   postinstall_action: str | None = None) -> None:
+    """A component's PackageInfo and Payload (GNU cpio odc + gzip -n) in `dest`."""
+    dest.mkdir(parents=True)
+    subprocess.run(f"find . | cpio -o -H odc --quiet -R 0:0 | gzip -n > '{dest}/Payload'", shell=True, cwd=root,
                    check=True)
-    count = sum(1 for _ in root.rglob("*")) + 1
-    (pkg / "PackageInfo").write_text(
-        '<?xml version="1.0" encoding="utf-8"?>\n<pkg-info format-version="2" identifier="com.1e.pkg.1E.Client" '
-        f'version="5.1.0.12" install-location="/" auth="root">\n<payload numberOfFiles="{count}" '
+    action = f' postinstall-action="{postinstall_action}"' if postinstall_action else ""
+    (dest / "PackageInfo").write_text(
+        f'<?xml version="1.0" encoding="utf-8"?>\n<pkg-info format-version="2" identifier="{identifier}" '
+        f'version="{version}" install-location="/" auth="root"{action}>\n<payload numberOfFiles="{files}" '
         'installKBytes="100"/>\n</pkg-info>\n')
+
+
+@functools.cache
+def vendor_standin(postinstall_action: str | None = None) -> Path:
+    """A 1E Client-shaped component package made with independent tools only: GNU cpio + gzip
+    for the payload, plistlib for the LaunchDaemon, bsdtar's xar writer for the container, and
+    a real x86_64 Mach-O from the fixtures as the client binary."""
+    work = Path(tempfile.mkdtemp(prefix="fleetfactory-vendor-"))
+    atexit.register(shutil.rmtree, work, True)
+    root = work / "root"
+    count = _client_root(root)
+    _component_dir(work / "pkg", root, "com.1e.pkg.1E.Client", "5.1.0.12", count, postinstall_action)
     out = work / "1e.client.pkg"
-    subprocess.run(["bsdtar", "--format", "xar", "-cf", str(out), "-C", str(pkg), "PackageInfo", "Payload"],
+    subprocess.run(["bsdtar", "--format", "xar", "-cf", str(out), "-C", str(work / "pkg"), "PackageInfo", "Payload"],
                    check=True)
     return out
+
+
+# A vendor product archive in productbuild's shape whose install order is NOT alphabetical (by id or
+# by NAME.pkg) nor the pkg-refs' document order: the driver first, then the client group (client,
+# then agent). The driver asks for a restart, the agent (in its choice's pkg-ref) for a logout;
+# extras.pkg is in the archive but no line of the outline installs it.
+PRODUCT_DISTRIBUTION = """\
+<?xml version="1.0" encoding="utf-8"?>
+<installer-gui-script minSpecVersion="1">
+    <title>1E Client</title>
+    <pkg-ref id="com.1e.pkg.1E.Driver">
+        <must-close>
+            <app id="com.1e.Tray"/>
+        </must-close>
+    </pkg-ref>
+    <options customize="never" require-scripts="false" hostArchitectures="x86_64,arm64"/>
+    <installation-check script="agentWanted() || true"/>
+    <script><![CDATA[function agentWanted() { return system.compareVersions(system.version.ProductVersion, '11.0') >= 0; }]]></script>
+    <choices-outline>
+        <line choice="default">
+            <line choice="driver"/>
+            <line choice="client_group">
+                <line choice="client"/>
+                <line choice="agent"/>
+            </line>
+        </line>
+    </choices-outline>
+    <choice id="default" title="1E Client" versStr="5.1.0.12"/>
+    <choice id="agent" title="Agent" start_selected="agentWanted()" enabled="false">
+        <pkg-ref id="com.1e.pkg.1E.Agent" onConclusion="RequireLogout"/>
+    </choice>
+    <choice id="client_group" title="1E Client and agent"/>
+    <choice id="client" visible="false">
+        <pkg-ref id="com.1e.pkg.1E.Client"/>
+    </choice>
+    <choice id="driver" visible="false" customLocation="/">
+        <pkg-ref id="com.1e.pkg.1E.Driver"/>
+    </choice>
+    <choice id="extras" visible="false">
+        <pkg-ref id="com.1e.pkg.1E.Extras"/>
+    </choice>
+    <pkg-ref id="com.1e.pkg.1E.Agent" version="5.1.0.12" onConclusion="none" installKBytes="100" auth="Root">#agent.pkg</pkg-ref>
+    <pkg-ref id="com.1e.pkg.1E.Client" version="5.1.0.12" onConclusion="none" installKBytes="100" auth="Root">#client.pkg</pkg-ref>
+    <pkg-ref id="com.1e.pkg.1E.Driver" version="5.1.0.12" onConclusion="RequireRestart" installKBytes="100" auth="Root" active="true">#zdriver.pkg</pkg-ref>
+    <pkg-ref id="com.1e.pkg.1E.Extras" version="5.1.0.12" onConclusion="none" installKBytes="100" auth="Root">#extras.pkg</pkg-ref>
+    <product id="com.1e.pkg.1E" version="5.1.0.12"/>
+</installer-gui-script>
+"""
+PRODUCT_ORDER = ("com.1e.pkg.1E.Driver", "com.1e.pkg.1E.Client", "com.1e.pkg.1E.Agent")
+
+
+@functools.cache
+def vendor_product_standin(distribution: str = PRODUCT_DISTRIBUTION) -> Path:
+    """A multi-component 1E-shaped product archive made with independent tools only (GNU cpio + gzip
+    payloads, bsdtar's xar writer), holding `distribution` as its Distribution."""
+    work = Path(tempfile.mkdtemp(prefix="fleetfactory-product-"))
+    atexit.register(shutil.rmtree, work, True)
+    archive = work / "archive"
+    _component_dir(archive / "client.pkg", work / "client", "com.1e.pkg.1E.Client", "5.1.0.12",
+                   _client_root(work / "client"))
+    for name, identifier, folder in (("agent.pkg", "com.1e.pkg.1E.Agent", "Agent"),
+                                     ("zdriver.pkg", "com.1e.pkg.1E.Driver", "Driver"),
+                                     ("extras.pkg", "com.1e.pkg.1E.Extras", "Extras")):
+        root = work / folder
+        (root / "Library/Application Support/1E" / folder).mkdir(parents=True)
+        (root / "Library/Application Support/1E" / folder / "readme.txt").write_text(f"{folder}\n")
+        _component_dir(archive / name, root, identifier, "5.1.0.12", sum(1 for _ in root.rglob("*")) + 1)
+    (archive / "Distribution").write_text(distribution)
+    out = work / "1e.client-product.pkg"
+    subprocess.run(["bsdtar", "--format", "xar", "-cf", str(out), "-C", str(archive), "Distribution",
+                    "agent.pkg", "client.pkg", "extras.pkg", "zdriver.pkg"], check=True)
+    return out
+
 
 _KEYS: list = []
 

@@ -395,7 +395,6 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     from ..fleet.passwords import PasswordResolver
     from ..profiles import login_items_profile, render_xml, sign_profile, trust_profile
     from .scripts import ScriptContext
-    from ..formats.pkg.conclusion import NONE, words
     from ..fleet.vendor import inspect_vendor
 
     notes: list[str] = []
@@ -412,9 +411,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
         source = resolve_vendor_package(config.vendor.package, tmp / "vendor")
         vendor = inspect_vendor(source, allow_foreign=options.allow_foreign_vendor or config.vendor.allow_foreign_vendor)
         notes += list(vendor.notes)
-        log(f"vendor: {source.origin}: {vendor.identifier} {vendor.version} "
-            f"({', '.join(vendor.architectures)}{'; needs Rosetta 2' if vendor.needs_rosetta else ''}"
-            f"{'; ' + words(vendor.on_conclusion) + ' after installing' if vendor.on_conclusion != NONE else ''})")
+        log(f"vendor: {source.origin}: {vendor.summary()}")
         version = wrapper_version(vendor.version, config.fleet.build)
         fleet = config.fleet.name
         final = options.out_dir / f"{fleet}-{version}"

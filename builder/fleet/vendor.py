@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import BuildError, FleetpkgError, FormatError
 from .intake import VendorSource
-from ..formats.pkg.conclusion import NONE, from_postinstall_action, strongest
+from ..formats.pkg.conclusion import NONE, from_postinstall_action, strongest, words
 
 GUIDE_CONF = "/Library/Application Support/1E/Client/1E.Client.conf"
 GUIDE_LABEL = "com.1e.pkg.1E.Client"
@@ -75,6 +75,13 @@ class VendorPackage:
     def on_conclusion(self) -> str:
         """What Installer asks of the Mac after installing the vendor's components (RequireRestart...)."""
         return strongest(c.on_conclusion for c in self.components)
+
+    def summary(self) -> str:
+        """"com.1e.pkg.1E.Client 5.1.0.12 (x86_64; needs Rosetta 2; restart required after installing)"."""
+        facts = [", ".join(self.architectures)] + (["needs Rosetta 2"] if self.needs_rosetta else [])
+        if self.on_conclusion != NONE:
+            facts.append(f"{words(self.on_conclusion)} after installing")
+        return f"{self.identifier} {self.version} ({'; '.join(facts)})"
 
 
 def _join(install_location: str, cpio_name: str) -> str:

@@ -50,7 +50,8 @@ class CarriedRef:
     on_conclusion: str  # strongest onConclusion of the vendor's pkg-ref elements of this id
     attributes: tuple[tuple[str, str], ...] = ()  # other attributes of its top-level pkg-refs
     children: tuple[str, ...] = ()  # verbatim children of the first top-level pkg-ref that has some
-    location: str | None = None  # customLocation of the choice installing it
+    choice: str = ""  # id of the (first) choice installing it
+    location: str | None = None  # that choice's customLocation
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class VendorChoices:
 def component_choices(identifier: str, postinstall_action: str | None) -> VendorChoices:
     """A component package: one hidden choice installing it (productbuild's shape)."""
     return VendorChoices((Line(identifier),), (Choice(identifier, (("visible", "false"),), (PkgRef(identifier),)),),
-                         (CarriedRef(identifier, "", conclusion.from_postinstall_action(postinstall_action)),))
+                         (CarriedRef(identifier, "", conclusion.from_postinstall_action(postinstall_action),
+                                     choice=identifier),))
 
 
 def product_choices(dist: Distribution, has_component: Callable[[str], bool], where: str) -> VendorChoices:
@@ -110,8 +112,8 @@ def check_location(ref: CarriedRef, install_location: str | None, where: str) ->
         return
     own = install_location or "/"
     if PurePosixPath(ref.location) != PurePosixPath(own):
-        _refuse(f'customLocation="{ref.location}" of the choice installing "{ref.id}" moves it away from '
-                f'its PackageInfo install-location "{own}", where the wrapper looks for the client', where)
+        _refuse(f'choice "{ref.choice}" has customLocation="{ref.location}", which moves "{ref.id}" away from '
+                f'its PackageInfo install-location "{own}", where the wrapper reads the client\'s files', where)
 
 
 def _splice_root(lines: tuple[Line, ...], defined: dict[str, Choice], where: str) -> list[Line]:
@@ -160,7 +162,7 @@ def _carried_ref(dist: Distribution, pkg_id: str, owner: Choice, has_component: 
             attributes.setdefault(name, value)
     children = next((r.children for r in top if r.children), ())
     return CarriedRef(pkg_id, prefix, conclusion.strongest(r.on_conclusion for r in elements),
-                      tuple(attributes.items()), children, owner.attribute_map.get("customLocation"))
+                      tuple(attributes.items()), children, owner.id, owner.attribute_map.get("customLocation"))
 
 
 def _refuse(message: str, where: str) -> NoReturn:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES, require_tool
+from tests.fleetfactory import PRODUCT_DISTRIBUTION, PRODUCT_ORDER, vendor_product_standin, vendor_standin
 
 EPOCH = "1767225600"  # 2026-01-01T00:00:00Z
 VERSION = "5.1.0.12-1"
@@ -228,6 +229,137 @@ def test_vendor_product_archive_is_merged(demo, tmp_path):
     # the vendor's constraints carry over: its volume-check OS floor and its bundle-version children
     assert ours.find("volume-check/allowed-os-versions/os-version").get("min") == "11.0"
     assert ours.find("pkg-ref/bundle-version/bundle").get("id") == "com.sas.dummy"
+
+
+def _outline_ids(line) -> list:
+    """(choice, [children]) of a <line>, read with ElementTree."""
+    return [(c.get("choice"), _outline_ids(c)) for c in line.findall("line")]
+
+
+def _install_order(root) -> list[str]:
+    """pkg-ref ids in Installer's order, worked out here from the XML: the outline walked depth first."""
+    choices = {c.get("id"): c for c in root.findall("choice")}
+    order: list[str] = []
+
+    def walk(line):
+        for child in line.findall("line"):
+            for ref in choices[child.get("choice")].findall("pkg-ref"):
+                if ref.get("id") not in order:
+                    order.append(ref.get("id"))
+            walk(child)
+
+    walk(root.find("choices-outline"))
+    return order
+
+
+def test_vendor_product_keeps_its_install_order_choices_and_restart(demo, tmp_path):
+    vendor = vendor_product_standin()
+    config = _fleet_with_vendor(demo, tmp_path, vendor)
+    result = fleetpkg("build", config, "-o", tmp_path / "out", "--json")
+    assert result.returncode == 0, result.stderr
+    assert any("never installs extras.pkg" in note for note in json.loads(result.stdout)["notes"])
+    out = next((tmp_path / "out").iterdir())
+    wrapper = out / f"demo-1E-Client-{VERSION}.pkg"
+    expanded = tmp_path / "expanded"
+    expanded.mkdir()
+    subprocess.run([require_tool("bsdtar"), "-xf", str(wrapper), "-C", str(expanded)], check=True)
+    assert sorted(p.name for p in expanded.iterdir()) == [
+        "Distribution", "agent.pkg", "client.pkg", "configure.pkg", "prepare.pkg", "zdriver.pkg"]
+    for name in ("agent.pkg", "client.pkg", "zdriver.pkg"):
+        for member in ("PackageInfo", "Payload"):
+            assert (expanded / name / member).read_bytes() == bsdtar_member(vendor, f"{name}/{member}")
+    root = ET.fromstring((expanded / "Distribution").read_bytes())
+    prepare, configure = "com.example.fleetpkg-demo.prepare", "com.example.fleetpkg-demo.configure"
+    # the vendor's outline, nesting and all, between the wrapper's prepare and configure
+    assert _outline_ids(root.find("choices-outline")) == [("default", [
+        (prepare, []), ("driver", []), ("client_group", [("client", []), ("agent", [])]), (configure, [])])]
+    order = _install_order(root)
+    assert order == [prepare, *PRODUCT_ORDER, configure]
+    assert list(PRODUCT_ORDER) != sorted(PRODUCT_ORDER)  # neither alphabetical by id...
+    paths = {r.get("id"): r for r in root.findall("pkg-ref") if (r.text or "").startswith("#")}
+    assert [paths[i].text for i in PRODUCT_ORDER] == ["#zdriver.pkg", "#client.pkg", "#agent.pkg"]  # ...nor by name
+    # each component's restart need carried over, on the pkg-ref that installs it
+    assert {i: r.get("onConclusion") for i, r in paths.items()} == {
+        prepare: "none", "com.1e.pkg.1E.Driver": "RequireRestart", "com.1e.pkg.1E.Client": "none",
+        "com.1e.pkg.1E.Agent": "RequireLogout", configure: "none"}
+    assert paths["com.1e.pkg.1E.Driver"].get("active") == "true"
+    # the vendor's choices and their JavaScript travel whole; its UI-only root choice does not
+    choices = {c.get("id"): c for c in root.findall("choice")}
+    assert choices["agent"].attrib == {"id": "agent", "title": "Agent", "start_selected": "agentWanted()",
+                                       "enabled": "false"}
+    assert choices["agent"].find("pkg-ref").attrib == {"id": "com.1e.pkg.1E.Agent", "onConclusion": "RequireLogout"}
+    assert choices["driver"].get("customLocation") == "/"
+    assert choices["default"].attrib == {"id": "default"} and "extras" not in choices
+    assert "function agentWanted()" in root.find("script").text
+    assert root.find("installation-check").get("script") == "agentWanted() || true"
+    assert [a.get("id") for a in root.iter("app")] == ["com.1e.Tray"]  # the driver's must-close
+
+    inspected = json.loads(fleetpkg("inspect", "--json", wrapper, check=True).stdout)
+    assert inspected["on_conclusion"] == "RequireRestart"
+    assert [p["identifier"] for p in inspected["packages"]] == [prepare, *PRODUCT_ORDER, configure]
+    assert [p["on_conclusion"] for p in inspected["packages"]] == [
+        "None", "RequireRestart", "None", "RequireLogout", "None"]
+    human = fleetpkg("inspect", wrapper, check=True).stdout
+    assert "after installing: restart required (RequireRestart: com.1e.pkg.1E.Driver)" in human
+    deploy = (out / "DEPLOY.md").read_text()
+    assert "**Each Mac must restart after installing the wrapper**" in deploy
+    assert "(`RequireRestart`, from `com.1e.pkg.1E.Driver`)" in deploy
+    pkginfo = plistlib.loads(next((out / "munki" / "pkgsinfo").glob("*/1E-Client-*.plist")).read_bytes())
+    assert pkginfo["RestartAction"] == "RequireRestart"
+    assert [r["packageid"] for r in pkginfo["receipts"]] == [prepare, *PRODUCT_ORDER, configure]
+    # the demo's vendor package asks for nothing: no restart anywhere
+    assert "must restart" not in (build_dir(demo) / "DEPLOY.md").read_text()
+    demo_info = plistlib.loads(next((build_dir(demo) / "munki" / "pkgsinfo").glob("*/1E-Client-*.plist")).read_bytes())
+    assert "RestartAction" not in demo_info
+
+
+def test_vendor_component_postinstall_restart_reaches_the_wrapper(demo, tmp_path):
+    config = _fleet_with_vendor(demo, tmp_path, vendor_standin(postinstall_action="restart"))
+    result = fleetpkg("build", config, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "restart required after installing" in result.stderr
+    wrapper = next((tmp_path / "out").glob("*/*.pkg"))
+    root = ET.fromstring(bsdtar_member(wrapper, "Distribution"))
+    refs = {r.get("id"): r.get("onConclusion") for r in root.findall("pkg-ref")}
+    assert refs["com.1e.pkg.1E.Client"] == "RequireRestart"
+    assert json.loads(fleetpkg("inspect", "--json", wrapper, check=True).stdout)["on_conclusion"] == "RequireRestart"
+
+
+_REFUSALS = [
+    ('onConclusion="RequireRestart" installKBytes="100" auth="Root" active="true"',
+     'onConclusion="RequireRestart" onConclusionScript="needsRestart()" installKBytes="100" auth="Root"',
+     'pkg-ref "com.1e.pkg.1E.Driver" (choice "driver") has onConclusionScript="needsRestart()"'),
+    ('<pkg-ref id="com.1e.pkg.1E.Agent" onConclusion="RequireLogout"/>',
+     '<pkg-ref id="com.1e.pkg.1E.Agent" onConclusion="RecommendRestart"/>',
+     'pkg-ref "com.1e.pkg.1E.Agent" (choice "agent") has onConclusion="RecommendRestart"'),
+    ('<choice id="default" title="1E Client" versStr="5.1.0.12"/>',
+     '<choice id="default" title="1E Client" start_selected="false"/>',
+     'choice "default" has start_selected="false"'),
+    ('<choice id="driver" visible="false" customLocation="/">',
+     '<choice id="driver" visible="false" customLocation="/Library/Extensions">',
+     'choice "driver" has customLocation="/Library/Extensions", which moves "com.1e.pkg.1E.Driver" away'),
+    ('<line choice="agent"/>', '<line choice="agent"/><line choice="tools"/>',
+     'choices-outline names choice "tools", which no <choice> defines'),
+    ('auth="Root">#agent.pkg</pkg-ref>', 'auth="Root">file:../agent.pkg</pkg-ref>',
+     'pkg-ref "com.1e.pkg.1E.Agent" (choice "agent") points at \'file:../agent.pkg\''),
+]
+
+
+@pytest.mark.parametrize("old,new,needle", _REFUSALS, ids=["onConclusionScript", "unknown-onConclusion",
+                                                           "root-choice", "customLocation", "undefined-choice",
+                                                           "outside-archive"])
+def test_vendor_distribution_that_cannot_be_carried_is_refused(demo, tmp_path, old, new, needle):
+    assert old in PRODUCT_DISTRIBUTION
+    vendor = vendor_product_standin(PRODUCT_DISTRIBUTION.replace(old, new))
+    config = _fleet_with_vendor(demo, tmp_path, vendor)
+    for command in (("build", config, "-o", tmp_path / "out"), ("check", config)):
+        result = fleetpkg(*command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{vendor}: Distribution: " in lines[0] and needle in lines[0], lines[0]
+        assert "pkgutil --expand" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_vendor_inside_zip(demo, tmp_path):

@@ -94,8 +94,7 @@ def _check_vendor(fleet) -> str:
     with tempfile.TemporaryDirectory(prefix="fleetpkg-check-") as tmp:
         source = resolve_vendor_package(fleet.vendor.package, Path(tmp))
         vendor = inspect_vendor(source, allow_foreign=fleet.vendor.allow_foreign_vendor)
-    line = (f"vendor: {source.origin}: {vendor.identifier} {vendor.version} "
-            f"({', '.join(vendor.architectures)}{'; needs Rosetta 2' if vendor.needs_rosetta else ''})")
+    line = f"vendor: {source.origin}: {vendor.summary()}"
     return "\n".join([line] + [f"note: {n}" for n in vendor.notes])
 
 

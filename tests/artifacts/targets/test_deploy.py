@@ -140,3 +140,21 @@ def test_fleetpkg_verify_accepts_the_demo_build_with_its_targets(demo_build):
     result = fleetpkg("verify", str(demo_build.root), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("valid")
+
+
+def test_logout_need_reaches_deploy_md_and_munki(tmp_path):
+    """A vendor component asking for a logout (fleetpkg inspect says which): DEPLOY.md says so in words,
+    Munki's pkginfo carries it as RestartAction (read back with plistlib)."""
+    import plistlib
+    from dataclasses import replace
+
+    info, stage = make_build(tmp_path / "r")
+    receipts = tuple(replace(r, on_conclusion="RequireLogout") if r.identifier == "com.1e.pkg.1E.Client" else r
+                     for r in info.receipts)
+    info = replace(info, receipts=receipts)
+    write_targets(info, stage)
+    text = stage.path("DEPLOY.md").read_text()
+    assert "**Each Mac must log out after installing the wrapper**" in text
+    assert "(`RequireLogout`, from `com.1e.pkg.1E.Client`)" in text
+    pkginfo = next(a.path for a in stage.artifacts if a.kind == "munki-pkginfo")
+    assert plistlib.loads(stage.path(pkginfo).read_bytes())["RestartAction"] == "RequireLogout"

@@ -22,9 +22,9 @@ CLIENT_KEYS = {
     "installer_item_location": str, "installer_item_hash": str, "installer_item_size": int,
     "installed_size": int, "receipts": list, "installs": list, "minimum_os_version": str,
     "supported_architectures": list, "unattended_install": bool, "unattended_uninstall": bool,
-    "uninstallable": bool, "uninstall_method": str, "uninstall_script": str,
+    "uninstallable": bool, "uninstall_method": str, "uninstall_script": str, "RestartAction": str,
 }
-CLIENT_REQUIRED = set(CLIENT_KEYS) - {"unattended_uninstall"}
+CLIENT_REQUIRED = set(CLIENT_KEYS) - {"unattended_uninstall", "RestartAction"}
 IDENTITY_KEYS = {
     "name": str, "version": str, "display_name": str, "description": str, "catalogs": list,
     "installer_item_location": str, "installer_item_hash": str, "installer_item_size": int,

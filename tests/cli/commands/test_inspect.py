@@ -80,6 +80,22 @@ def test_human_output_names_the_component():
     assert "macOS >= 11.0" in result.stdout
 
 
+def test_product_components_in_install_order_with_their_restart_needs():
+    from tests.fleetfactory import PRODUCT_ORDER, vendor_product_standin
+
+    doc = json.loads(fleetpkg("inspect", "--json", vendor_product_standin()).stdout)
+    # install order first (not the archive's or the pkg-refs' order), then what the outline never installs
+    assert [p["identifier"] for p in doc["packages"]] == [*PRODUCT_ORDER, "com.1e.pkg.1E.Extras"]
+    assert [p["on_conclusion"] for p in doc["packages"]] == ["RequireRestart", "None", "RequireLogout", "None"]
+    assert doc["on_conclusion"] == "RequireRestart"
+    assert [i["id"] for i in doc["distribution"]["install_order"]] == list(PRODUCT_ORDER)
+    human = fleetpkg("inspect", vendor_product_standin()).stdout
+    assert "after installing: restart required (RequireRestart: com.1e.pkg.1E.Driver)" in human
+    assert human.index("com.1e.pkg.1E.Driver 5.1.0.12 [zdriver.pkg]") < human.index("com.1e.pkg.1E.Agent 5.1.0.12")
+    plain = fleetpkg("inspect", FIXTURES / "pkg" / "relic-dummy.pkg").stdout
+    assert "after installing: nothing required" in plain
+
+
 @pytest.mark.parametrize("name,archs,identifier", [
     ("fq-darwin_fat_a_dynamic", ["x86_64", "arm64"], "a_dynamic"),
     ("fq-darwin_amd64_a_dynamic", ["x86_64"], None),

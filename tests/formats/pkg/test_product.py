@@ -125,3 +125,66 @@ def test_bad_distribution(data, needle):
     with pytest.raises(FormatError) as exc:
         parse_distribution(data, where="vendor.pkg/Distribution")
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+NESTED = b"""<installer-gui-script minSpecVersion="1">
+    <choices-outline>
+        <line choice="default">
+            <line choice="b"/>
+            <line choice="group">
+                <line choice="a"/>
+                <line choice="b"/>
+            </line>
+        </line>
+    </choices-outline>
+    <choice id="default"/>
+    <choice id="a"><pkg-ref id="com.a" onConclusion="RequireLogout"/></choice>
+    <choice id="b" visible="false"><pkg-ref id="com.b"/><pkg-ref id="com.c"/></choice>
+    <choice id="group" title="G"><pkg-ref id="com.g"/></choice>
+    <choice id="unused"><pkg-ref id="com.u"/></choice>
+    <pkg-ref id="com.a" version="1" onConclusion="none">#a.pkg</pkg-ref>
+    <pkg-ref id="com.c" onConclusion="RequireRestart">#c.pkg</pkg-ref>
+    <pkg-ref id="com.b" onConclusion="requirerestart">#b.pkg</pkg-ref>
+    <pkg-ref id="com.g">#g.pkg</pkg-ref>
+    <pkg-ref id="com.u" onConclusion="RequireShutdown">#u.pkg</pkg-ref>
+</installer-gui-script>"""
+
+
+def test_install_order_walks_the_outline_not_the_document():
+    dist = parse_distribution(NESTED)
+    # depth first, a line's own choice before the lines inside it, each id once; "unused" is never reached
+    assert dist.install_order() == ["com.b", "com.c", "com.g", "com.a"]
+    assert [r.id for r in dist.components()] == ["com.a", "com.c", "com.b", "com.g", "com.u"]  # document order
+    no_outline = parse_distribution(NESTED.replace(b"<choices-outline>", b"<!--").replace(b"</choices-outline>", b"-->"))
+    assert no_outline.install_order() == ["com.a", "com.c", "com.b", "com.g", "com.u"]
+
+
+def test_on_conclusion_is_the_strongest_of_every_element_of_an_id():
+    dist = parse_distribution(NESTED)
+    # the top-level "none" and the choice's RequireLogout add up; spelling is Apple's whatever the source's
+    assert dist.on_conclusion("com.a") == "RequireLogout"
+    assert dist.on_conclusion("com.b") == "RequireRestart"
+    assert dist.on_conclusion("com.g") == "None"
+    described = describe_distribution(dist)
+    assert described["install_order"] == [{"id": "com.b", "on_conclusion": "RequireRestart"},
+                                          {"id": "com.c", "on_conclusion": "RequireRestart"},
+                                          {"id": "com.g", "on_conclusion": "None"},
+                                          {"id": "com.a", "on_conclusion": "RequireLogout"}]
+    assert described["on_conclusion"] == "RequireRestart"  # com.u's RequireShutdown is not: it is never installed
+    assert described["choices"][1] == {"id": "a", "pkg_refs": ["com.a"]}
+
+
+def test_pkg_refs_inside_choices_keep_their_attributes():
+    src = (b'<installer-gui-script minSpecVersion="1"><choice id="c" start_selected="f()">'
+           b'<pkg-ref id="x" onConclusion="RequireRestart" active="g()"><must-close><app id="com.x"/></must-close>'
+           b'</pkg-ref><pkg-ref id="y">#y.pkg</pkg-ref></choice></installer-gui-script>')
+    dist = parse_distribution(src)
+    x, y = dist.choices[0].pkg_refs
+    assert (x.on_conclusion, x.extra_attributes, x.children) == (
+        "RequireRestart", (("active", "g()"),), ('<must-close><app id="com.x"/></must-close>',))
+    assert y.path == "#y.pkg" and [r.id for r in dist.components()] == ["y"]
+    out = render_distribution(dist)
+    refs = ET.fromstring(out).find("choice").findall("pkg-ref")
+    assert [r.attrib for r in refs] == [{"id": "x", "onConclusion": "RequireRestart", "active": "g()"}, {"id": "y"}]
+    assert refs[0].find("must-close/app").get("id") == "com.x" and refs[1].text == "#y.pkg"
+    assert parse_distribution(out) == dist
