@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import BuildError, FleetpkgError, FormatError
-from .intake import VendorSource
 from ..formats.pkg.conclusion import NONE, from_postinstall_action, strongest, words
+from .intake import VendorSource
 
 GUIDE_CONF = "/Library/Application Support/1E/Client/1E.Client.conf"
 GUIDE_LABEL = "com.1e.pkg.1E.Client"
@@ -65,7 +65,7 @@ class VendorPackage:
     is_client: bool
     notes: tuple[str, ...] = field(default=())
     outline: tuple = ()  # choices-outline lines the wrapper splices between prepare and configure
-    choices: tuple = ()  # the vendor choices those lines name (builder.pkg.product.Choice)
+    choices: tuple = ()  # the vendor choices those lines name (builder.formats.pkg.product.Choice)
 
     @property
     def needs_rosetta(self) -> bool:

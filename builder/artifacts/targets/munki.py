@@ -9,8 +9,8 @@ Keys follow Munki 7's makepkginfo/makecatalogs (profiles-and-mdm.md section 6.3)
   names the wrapper version, so every new build (vendor upgrade or fleet change) is offered, and
   an older build on the Mac is replaced. Receipts stay for reporting and removepackages.
 - `RestartAction` is the wrapper's restart need (the vendor's onConclusion, e.g. RequireRestart),
-  as makepkginfo would read it from the package; Munki then installs the item only with a restart
-  (never unattended). Absent when nothing is required.
+  as makepkginfo would read it from the package; Munki then never installs the item unattended
+  but has the user log out or restart. Absent when nothing is required.
 - identity items carry `installable_condition` (the Mac's serial number from the inventory, else
   its host name, case-insensitively, also as uname prints it with or without `.local`) and
   `requires` the client item: the identity import grants key access to the 1E Client binary,
