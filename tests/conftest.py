@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FLEETPKG_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
-SCHEMAS = SHARED / "schemas" / "device-management"
+FIXTURES = REPO / "tests" / "fixtures"  # real files made by other tools; provenance in its README.md
+SCHEMAS = REPO / "tests" / "schemas" / "device-management"  # Apple's payload schemas (MIT)
 
 
 def require_tool(name: str) -> str:
@@ -20,9 +18,3 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run .ci/run or install it (see README)")
     return path
-
-
-@pytest.fixture
-def fixtures_dir() -> Path:
-    assert FIXTURES.is_dir(), f"shared fixtures not found at {FIXTURES} (set FLEETPKG_SHARED)"
-    return FIXTURES

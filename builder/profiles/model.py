@@ -1,7 +1,7 @@
 """Profile and payload values, and their plist dictionaries.
 
 Plain frozen dataclasses: the builders decide what goes in a profile, this module only knows how
-Apple spells it (schemas in shared/schemas/device-management/mdm/profiles/). Each payload offers a
+Apple spells it (schemas in tests/schemas/device-management/mdm/profiles/). Each payload offers a
 `uuid_view`, the non-secret content its PayloadUUID is derived from (see uuids.py).
 """
 

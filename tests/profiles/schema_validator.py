@@ -1,10 +1,11 @@
 """A small validator for Apple's device-management YAML payload schemas (test-only).
 
-Reads shared/schemas/device-management/mdm/profiles/*.yaml with PyYAML and checks a profile
+Reads tests/schemas/device-management/mdm/profiles/*.yaml with PyYAML and checks a profile
 dictionary against them: required keys (TopLevel, CommonPayloadKeys plus the payload type's own
 keys), plist types, allowed values (rangelist), numeric range, string format, and the subkeys of
 dictionaries and arrays. It imports nothing from builder/, so it is independent evidence about
-what builder/profiles/ writes. Format described in docs/schema.md.
+what builder/profiles/ writes. Format described in docs/schema.md of apple/device-management
+(see tests/schemas/README.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `cryptography` refuses SHA-1 in its PKCS#7 builder and has no CMS verify API, so this module
 builds and checks the few structures xar signatures need with builder.formats.der.
 
-productsign's blob (checked on ../shared/fixtures/pkg/installomator-Installomator-0.5-c53f9d1b.pkg):
+productsign's blob (checked on tests/fixtures/pkg/installomator-Installomator-0.5-c53f9d1b.pkg):
 ContentInfo, its [0], SignedData and EncapsulatedContentInfo use BER indefinite lengths (Apple's
 streaming SecCMS encoder); everything inside them is DER. SignedData v1, digestAlgorithms {sha1
 NULL}, id-data with no content (detached), certificates sorted like SecCmsUtilDERCompare (shorter

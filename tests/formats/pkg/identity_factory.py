@@ -2,7 +2,7 @@
 
 root ("Test Root CA") -> "Developer ID Certification Authority"-like intermediate -> leaf with the
 Developer ID Installer EKU (critical) and Apple's critical 1.2.840.113635.100.6.1.14 marker, as on
-the leaf of ../shared/fixtures/pkg/installomator-Installomator-0.5-c53f9d1b.pkg.
+the leaf of tests/fixtures/pkg/installomator-Installomator-0.5-c53f9d1b.pkg.
 """
 
 from __future__ import annotations
