@@ -7,7 +7,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 import atexit
 import functools
+import os
 import plistlib
+import random
 import shutil
 import subprocess
 import tempfile
@@ -19,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, require_tool
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 PASSWORD = "Zq7-distinctive-pfx-Passw0rd!"
+OTHER_PASSWORD = "Not-the-fleet-Passw0rd-7"  # what BAD_PFX's "wrong-password" export is locked with
 
 
 def _client_root(root: Path) -> int:
@@ -272,3 +275,50 @@ def make_fleet(root: Path, hostnames=("MAC01.local", "mac02"), *, toml: str = FL
     (root / "devices.csv").write_text(csv_text)
     (root / "fleet.toml").write_text(toml)
     return Fleet(root, ca, root / "fleet.toml", root / "devices.csv", list(hostnames))
+
+
+# A device's .pfx broken the ways real exports break, and the rule `check` must report for each.
+BAD_PFX = {
+    "no-key": "private-key",  # openssl pkcs12 -export -nokeys: the certificate alone
+    "other-key": "private-key",  # the certificate with the key of another certificate
+    "no-certificate": "pfx-no-certificate",  # openssl pkcs12 -export -nocerts: the key alone
+    "wrong-password": "pfx-password",
+    "truncated": "pfx-unreadable",  # a copy cut off half way
+    "random": "pfx-unreadable",  # bytes that are no PKCS#12 at all
+    "folder": "pfx-unreadable",  # a folder where the file should be
+    "missing": "pfx-missing",
+}
+
+
+def write_bad_pfx(path: Path, kind: str, ca: CA, hostname: str, password: str = PASSWORD) -> Path:
+    """`hostname`'s .pfx broken as BAD_PFX[kind] says, made by openssl (key/certificate mix-ups) or
+    by cutting up a cryptography export: never by fleetpkg."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # replaces the good export make_fleet wrote
+    key, cert = make_device(ca, hostname)
+    if kind in ("no-key", "other-key", "no-certificate"):
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_pem, key_pem = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            if kind == "other-key":  # a fresh EC key: another certificate's, not this one's
+                key, _ = make_device(ca, f"other-{hostname}", key_kind="ec")
+            key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+            args = {"no-key": ["-nokeys", "-in", str(cert_pem)],
+                    "other-key": ["-nocerts", "-inkey", str(key_pem), "-certfile", str(cert_pem)],
+                    "no-certificate": ["-nocerts", "-inkey", str(key_pem)]}[kind]
+            subprocess.run([require_tool("openssl"), "pkcs12", "-export", "-passout", "env:FACTORY_PFX_PW",
+                            "-out", str(path), *args], check=True, capture_output=True,
+                           env=dict(os.environ, FACTORY_PFX_PW=password))
+    elif kind == "wrong-password":
+        write_pfx(path, key, cert, password=OTHER_PASSWORD)
+    elif kind == "truncated":
+        whole = write_pfx(path, key, cert, password=password).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    elif kind == "random":
+        path.write_bytes(random.Random(hostname).randbytes(2048))
+    elif kind == "folder":
+        path.mkdir()
+    elif kind != "missing":
+        raise ValueError(kind)
+    return path

@@ -1,8 +1,10 @@
 """Per-device certificate checking, serial or across worker processes.
 
-`check_device` is pure (a device, its password, the CAs and a moment in, a DeviceResult out) so
-`check` and `build` share it. `check_devices` fans it out over a process pool: .pfx decryption
-is CPU-bound KDF work, so processes, not threads. Passwords are resolved by the caller in the
+`judge_device` is the one verdict on a device (its .pfx, password, the CAs and a moment in; its
+identity and a DeviceResult out) that `check` and `build` share: a .pfx that is missing, damaged,
+locked by another password or without its key/certificate is an error finding on that device,
+never a stop, so one bad export does not hide the rest of the fleet. `check_devices` fans it out
+over a process pool: .pfx decryption is CPU-bound KDF work, so processes, not threads. Passwords are resolved by the caller in the
 parent and handed to workers as Secret bytes; workers receive the CAs once, as DER.
 """
 
@@ -16,8 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from ..errors import CertificateError, FleetpkgError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cryptography import x509
 
+    from ..certs import Identity
     from ..fleet.config import Device
 
 
@@ -58,29 +63,29 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_device(device: Device, password: bytes, cas: list[x509.Certificate],
-                 at: datetime) -> DeviceResult:
-    """Open the device's .pfx and lint it for its hostname at `at`.
-
-    A .pfx that cannot be opened (wrong password, corrupt, no key) is not a finding but an input
-    error: CertificateError naming the device, its CSV line and the file.
-    """
-    from ..certs import lint_identity, load_pfx
+def judge_device(hostname: str, pfx: Path, password: bytes, cas: list[x509.Certificate],
+                 at: datetime) -> tuple[Identity | None, DeviceResult]:
+    """Open the device's .pfx and lint it for its hostname at `at`: (identity, result), where
+    identity is None when the .pfx gave none and the result holds the one finding saying why
+    (the rule load_pfx names: pfx-missing, pfx-unreadable, pfx-password, pfx-no-certificate,
+    private-key)."""
+    from ..certs import ERROR, Finding, lint_identity, load_pfx
+    from ..certs.pfx import PfxError
 
     try:
-        identity = load_pfx(device.pfx, password)
-    except FleetpkgError as exc:  # CertificateError, or a FormatError from a damaged file
-        raise CertificateError(" ".join(str(exc).split()), where=device.where) from None
-    findings = tuple(lint_identity(identity, device.hostname, cas, at))
-    ok = not any(f.severity == "error" for f in findings)
-    return DeviceResult(device.hostname, ok, _not_after(identity), findings)
+        identity = load_pfx(pfx, password)
+    except PfxError as exc:
+        finding = Finding(exc.rule, ERROR, " ".join(str(exc).split()))
+        return None, DeviceResult(hostname, False, None, (finding,))
+    findings = tuple(lint_identity(identity, hostname, cas, at))
+    ok = not any(f.severity == ERROR for f in findings)
+    return identity, DeviceResult(hostname, ok, identity.certificate.not_valid_after_utc, findings)
 
 
-def _not_after(identity: Any) -> datetime | None:
-    cert = getattr(identity, "certificate", None)
-    if cert is None:
-        return None
-    return cert.not_valid_after_utc
+def check_device(device: Device, password: bytes, cas: list[x509.Certificate],
+                 at: datetime) -> DeviceResult:
+    """judge_device's verdict on one inventory row (what `check` needs: no identity kept)."""
+    return judge_device(device.hostname, device.pfx, password, cas, at)[1]
 
 
 # --- process pool plumbing -------------------------------------------------------------------
@@ -95,8 +100,9 @@ def _init_worker(ca_ders: list[bytes]) -> None:
 
 
 def _work(args: tuple[Device, bytes, datetime]) -> tuple[str, Any]:
-    """Runs in a worker: returns ("ok", result) or ("error", one-line message) so a user error
-    crosses the process boundary as text (exceptions with keyword state may not pickle)."""
+    """Runs in a worker: returns ("ok", result) or ("error", one-line message) so a user error the
+    verdict did not absorb crosses the process boundary as text (exceptions with keyword state
+    may not pickle)."""
     device, password, at = args
     try:
         return "ok", check_device(device, password, _worker_cas, at)
@@ -110,8 +116,8 @@ def check_devices(devices: Sequence[Device], passwords: Sequence[bytes],
                   progress: Callable[[int, int], None] | None = None) -> list[DeviceResult]:
     """check_device for each device (results in inventory order). jobs=1 runs in-process;
     otherwise up to `jobs` (default os.cpu_count()) worker processes. `progress(done, total)` is
-    called as each result arrives. The first device (in inventory order) whose .pfx cannot be
-    opened raises CertificateError."""
+    called as each result arrives. A bad .pfx is its device's finding; only an unexpected user
+    error in a worker stops the run, as CertificateError."""
     if len(devices) != len(passwords):
         raise ValueError("one password per device")
     jobs = jobs or os.cpu_count() or 1

@@ -139,17 +139,11 @@ def _device_work(job: DeviceJob) -> tuple[str, object]:
 
 
 def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate], signer) -> DeviceOutcome:
-    from ..certs import build_chain, is_self_signed, lint_identity, load_pfx, reencode_for_macos
-    from .checking import DeviceResult
+    from ..certs import build_chain, is_self_signed, reencode_for_macos
+    from .checking import judge_device
 
-    try:
-        identity = load_pfx(job.pfx, job.password)
-    except CertificateError as exc:
-        raise CertificateError(" ".join(str(exc).split()), where=job.where) from None
-    findings = tuple(lint_identity(identity, job.hostname, cas, s.at))
-    ok = not any(f.severity == "error" for f in findings)
-    result = DeviceResult(job.hostname, ok, identity.certificate.not_valid_after_utc, findings)
-    if not ok:
+    identity, result = judge_device(job.hostname, job.pfx, job.password, cas, s.at)
+    if not result.ok:  # failing rules, or a .pfx that gave no identity: a failed device
         return DeviceOutcome(result, (), None)
 
     chain = build_chain(identity.certificate, cas, identity.extra_certificates, s.at)
@@ -219,7 +213,8 @@ def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encod
 
 def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: int,
                 progress: Callable[[int, int], None] | None = None) -> list[DeviceOutcome]:
-    """build_device for every job, in inventory order; the first unreadable .pfx stops the build."""
+    """build_device for every job, in inventory order. A bad .pfx is a failed device (its outcome
+    says why); only an unexpected user error in a device's work stops the build."""
     total = len(jobs)
     outcomes: list[DeviceOutcome] = []
 

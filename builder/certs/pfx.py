@@ -7,13 +7,16 @@ SafeBags), verifies the MAC, decrypts the bags, loads the key with
 plus cheap RSA invariants (p*q = n, e*d = 1 mod p-1 and q-1). Left is the key derivation work the
 file demands, which no reader can skip.
 
-Input is hostile: every failure surfaces as CertificateError (or FormatError) naming the file.
+Input is hostile: every failure surfaces as CertificateError (or FormatError) naming the file;
+`load_pfx` turns each into a PfxError carrying the rule it breaks, so `check` and `build` report a
+bad .pfx as a finding on its device instead of stopping the fleet.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -55,6 +58,22 @@ DIGESTS = {
 }
 
 MAX_BAG_DEPTH = 4
+
+# The rules (builder.certs.rules.RULES) a device .pfx breaks when it gives no usable identity.
+PFX_MISSING = "pfx-missing"
+PFX_UNREADABLE = "pfx-unreadable"  # not a file, damaged, truncated, not PKCS#12, unsupported
+PFX_PASSWORD = "pfx-password"
+PFX_NO_CERTIFICATE = "pfx-no-certificate"
+PRIVATE_KEY = "private-key"  # no key, several keys, a key of another certificate, a damaged key
+
+
+class PfxError(CertificateError):
+    """A .pfx that gives no usable identity. `rule` is the RULES id it breaks (PFX_UNREADABLE when
+    nothing more specific applies), so one bad device export becomes that device's finding."""
+
+    def __init__(self, rule: str, message: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(message, where=where, hint=hint)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -252,7 +271,8 @@ def parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
     except FleetpkgError:
         raise
     except DecryptError:
-        raise CertificateError("wrong password (the encrypted contents do not decrypt)") from None
+        raise PfxError(PFX_PASSWORD, "wrong password (the encrypted contents do not decrypt)",
+                       hint="check the password source for this device") from None
     except (ValueError, TypeError, IndexError, OverflowError, UnsupportedAlgorithm) as exc:
         raise FormatError(f"not a valid PKCS#12 file ({type(exc).__name__}: {exc})") from None
 
@@ -279,8 +299,8 @@ def _parse_pfx(data: bytes, password: bytes) -> ParsedPfx:
                 forms = [(raw, bmp)]
                 break
         else:
-            raise CertificateError("wrong password (MAC verification failed)",
-                                   hint="check the password source for this device")
+            raise PfxError(PFX_PASSWORD, "wrong password (MAC verification failed)",
+                           hint="check the password source for this device")
     infos = der.parse(auth_bytes).expect(der.SEQUENCE, "AuthenticatedSafe").children()
     last: Exception | None = None
     for raw, bmp in forms:  # several only for an empty password in a MAC-less file
@@ -305,7 +325,7 @@ def load_private_key(pkcs8: bytes) -> PrivateKeyTypes:
     try:
         return serialization.load_der_private_key(pkcs8, None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"the private key cannot be read ({exc})") from None
+        raise PfxError(PRIVATE_KEY, f"the private key cannot be read ({exc})") from None
 
 
 def rsa_consistent(key: rsa.RSAPrivateKey) -> bool:
@@ -341,18 +361,19 @@ def load_certificate(der_bytes: bytes) -> x509.Certificate:
 def identity_from(parsed: ParsedPfx, source: Path | None = None) -> Identity:
     """The one key, the certificate it belongs to, and the rest as extra certificates."""
     if not parsed.keys:
-        raise CertificateError("contains no private key",
-                               hint="export the certificate *with* its private key (Yes, export the private key)")
+        raise PfxError(PRIVATE_KEY, "contains no private key",
+                       hint='export the certificate *with* its private key ("Yes, export the private key")')
     if len(parsed.keys) > 1:
-        raise CertificateError(f"contains {len(parsed.keys)} private keys; a device .pfx must hold exactly one")
+        raise PfxError(PRIVATE_KEY, f"contains {len(parsed.keys)} private keys; a device .pfx must hold exactly one")
     if not parsed.certs:
-        raise CertificateError("contains no certificate", hint="export the device certificate with its key")
+        raise PfxError(PFX_NO_CERTIFICATE, "contains no certificate",
+                       hint="export the device certificate with its key")
     key = load_private_key(parsed.keys[0].pkcs8)
     certs = [load_certificate(bag.der) for bag in parsed.certs]
     try:
         key_spki = public_key_der(key.public_key())
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"the private key cannot be used ({exc})") from None
+        raise PfxError(PRIVATE_KEY, f"the private key cannot be used ({exc})") from None
     leaf_index = None
     for i, cert in enumerate(certs):
         try:
@@ -363,22 +384,32 @@ def identity_from(parsed: ParsedPfx, source: Path | None = None) -> Identity:
             continue
     if leaf_index is None:
         subjects = "; ".join(c.subject.rfc4514_string() or "(empty subject)" for c in certs)
-        raise CertificateError(f"the private key does not match any certificate in it ({subjects})",
-                               hint="export the key together with its own certificate")
+        raise PfxError(PRIVATE_KEY, f"the private key does not match any certificate in it ({subjects})",
+                       hint="export the key together with its own certificate")
     if isinstance(key, rsa.RSAPrivateKey) and not rsa_consistent(key):
-        raise CertificateError("the RSA private key is damaged (its numbers are inconsistent)")
+        raise PfxError(PRIVATE_KEY, "the RSA private key is damaged (its numbers are inconsistent)")
     extra = tuple(c for i, c in enumerate(certs) if i != leaf_index)
     return Identity(certs[leaf_index], key, extra, source)
 
 
 def load_pfx(path: Path, password: bytes) -> Identity:
-    """Read a device .pfx into an Identity; every problem is one CertificateError naming the file."""
+    """Read a device .pfx into an Identity; every problem is one PfxError naming the file and the
+    rule it breaks. A path that is not a regular file (a folder, a device) is unreadable, not
+    missing: something is there, and it is not a .pfx."""
     path = Path(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # never open a folder, FIFO or device
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise PfxError(PFX_UNREADABLE, f"is {kind}, not a .pfx file", where=str(path))
         data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise PfxError(PFX_MISSING, "no such file", where=str(path),
+                       hint="export this Mac's .pfx there or fix its path in the inventory; "
+                            "relative paths start at the CSV's folder") from None
     except OSError as exc:
-        raise CertificateError(f"cannot read the .pfx ({exc.strerror or exc})", where=str(path)) from None
+        raise PfxError(PFX_UNREADABLE, f"cannot read the .pfx ({exc.strerror or exc})", where=str(path)) from None
     try:
         return identity_from(parse_pfx(data, password), path)
     except FleetpkgError as exc:
-        raise CertificateError(exc.message, where=str(path), hint=exc.hint) from None
+        rule = exc.rule if isinstance(exc, PfxError) else PFX_UNREADABLE
+        raise PfxError(rule, exc.message, where=str(path), hint=exc.hint) from None

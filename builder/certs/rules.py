@@ -1,7 +1,10 @@
 """The client-certificate rules (vendor guide "Certificate files", plus three fleetpkg adds).
 
-Each rule has a stable id used in `check` output and the docs. A certificate with one defect gets
-one finding: rules that could restate another's verdict stand aside --
+The first four (`pfx-*`) judge the device's .pfx file itself: load_pfx raises them, and a .pfx
+that breaks one (or `private-key`: no key, or another certificate's) gives that single finding,
+since there is no identity left to lint. Each rule has a stable id used in `check` output and
+the docs. A certificate with one defect gets one finding: rules that could restate another's
+verdict stand aside --
   * a self-signed device certificate reports `self-signed` only (`chain` is not evaluated: there
     is no issuer to look for, and the fix is the same: have the CA issue it);
   * `chain` judges the issuers (found by name and signature, whatever the hash) and runs
@@ -22,7 +25,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from ..errors import CertificateError
 from .chain import build_chain, day, describe, is_self_signed, utc, verify_fast, verify_path
 from .model import ERROR, WARNING, Finding, Identity, Rule
-from .pfx import public_key_der
+from .pfx import PFX_MISSING, PFX_NO_CERTIFICATE, PFX_PASSWORD, PFX_UNREADABLE, PRIVATE_KEY, public_key_der
 
 EXPIRY_WARNING = timedelta(days=30)
 MIN_RSA_BITS = 2048
@@ -30,6 +33,22 @@ MIN_EC_BITS = 256
 WEAK_HASHES = {"md5", "sha1", "md2", "md4"}
 
 RULES: dict[str, Rule] = {r.id: r for r in [
+    Rule(PFX_MISSING, "The .pfx file exists",
+         "The inventory names a .pfx for every Mac; the file must be there when the fleet is checked or built.",
+         "Export the Mac's certificate with its private key to the path in the inventory, or correct the "
+         "path (relative paths start at the inventory CSV's folder)."),
+    Rule(PFX_UNREADABLE, "The .pfx is a complete PKCS#12 file",
+         "The file must be a whole, undamaged PKCS#12 (.pfx/.p12) export with password integrity and "
+         "password-based encryption, not a folder, a certificate alone, or a truncated or damaged copy.",
+         "Export the .pfx again (PKCS#12 with a password, AES-256 or 3DES) and copy the whole file."),
+    Rule(PFX_PASSWORD, "The .pfx opens with its password",
+         "The password from the device's password source (password_env or password_file in the inventory "
+         "row, else the [devices] default) must be the one the .pfx was exported with.",
+         "Point the device's password source at the export password, or export the .pfx again with the "
+         "fleet's password."),
+    Rule(PFX_NO_CERTIFICATE, "The .pfx holds the device certificate",
+         "The .pfx must hold the device certificate, not only a private key.",
+         "Export the certificate together with its private key (the key alone is not enough)."),
     Rule("chain", "Issued by a trusted CA, chain complete",
          "The device certificate must chain to a root CA configured in [trust] (intermediates may "
          "come from the CA files or the .pfx), every CA valid at the check time.",
@@ -42,9 +61,11 @@ RULES: dict[str, Rule] = {r.id: r for r in [
     Rule("key-usage", "Key Usage has Digital Signature and Key Encipherment",
          "The vendor requires both Digital Signature and Key Encipherment in Key Usage (RSA keys).",
          "Issue from a template with Digital Signature and Key Encipherment (an RSA key)."),
-    Rule("private-key", "Has its private key",
-         "The .pfx must hold the certificate's private key, or the client cannot authenticate.",
-         "Export the certificate with its private key (mark the key exportable in the template)."),
+    Rule(PRIVATE_KEY, "Has its private key",
+         "The .pfx must hold exactly one private key, the one that belongs to the certificate, or the "
+         "client cannot authenticate.",
+         "Export the certificate with its own private key (mark the key exportable in the template), "
+         "on the machine that holds that key."),
     Rule("crl-http", "CRL distribution point over HTTP",
          "The certificate must reference at least one CRL distribution point with an http:// URL "
          "so the Switch can check revocation.",

@@ -83,8 +83,9 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
         f"  artifacts: {len(arts)} ({secret} secret, mode 0600; {signed} signed)",
         f"  wrapper: {info.wrapper} ({'signed by ' + info.wrapper_signed_by if info.wrapper_signed_by else 'unsigned'})",
     ]
-    if info.skipped_devices:
-        lines.append(f"  skipped (failing certificate rules): {', '.join(info.skipped_devices)}")
+    if failed:  # the devices the build skipped, each with the rules it fails
+        lines.append("  skipped (failing rules): " + ", ".join(
+            f"{r.hostname} ({', '.join(dict.fromkeys(f.rule for f in r.errors))})" for r in failed))
     deploy = result.output / "DEPLOY.md"
     if deploy.exists():
         lines.append(f"  how to deploy: {deploy}")

@@ -1,4 +1,4 @@
-"""Checks shared by fleet.toml and devices.csv: named files that must exist, 'did you mean ...?'."""
+"""Checks shared by fleet.toml and devices.csv: named paths, files that must exist, 'did you mean ...?'."""
 
 from __future__ import annotations
 
@@ -22,11 +22,16 @@ def suggest(key: str, valid: tuple[str, ...] | list[str], what: str = "key",
     return f"valid {what}s: " + ", ".join(fmt(v) for v in valid)
 
 
+def named_path(root: Path, value: str) -> Path:
+    """A path as a config names it: `~` expanded, relative to `root` (absolute when root is)."""
+    rel = Path(value).expanduser()
+    return rel if rel.is_absolute() else root / rel
+
+
 def existing_file(root: Path, shown_root: Path, value: str, where: str,
                    suffixes: tuple[str, ...] = ()) -> Path:
-    rel = Path(value).expanduser()
-    full = rel if rel.is_absolute() else root / rel
-    shown = rel if rel.is_absolute() else shown_root / rel
+    full = named_path(root, value)
+    shown = named_path(shown_root, value)
     if suffixes and full.suffix.lower() not in suffixes:
         raise ConfigError(f"{value!r} must end in " + ", ".join(suffixes), where=where)
     if not full.exists():

@@ -1,7 +1,9 @@
 """devices.csv -> one Device per Mac (hostname, .pfx, serial, password source), or one ConfigError line.
 
 .pfx and password-file paths are relative to the CSV's folder; hostnames are unique regardless of
-case (macOS host names are case-insensitive).
+case (macOS host names are case-insensitive). A .pfx need not exist yet: whether it is there and
+usable is judged per device (`check`/`build` report the pfx-* findings; `enroll` writes it), so
+one missing export does not stop the fleet. A password file, like the rest of the row, must be.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
-from .fields import existing_file, suggest
+from .fields import existing_file, named_path, suggest
 from .model import Device, Inventory
 from .passwords import ENV_NAME, PasswordSource
 
@@ -111,7 +113,7 @@ def _csv_device(row: dict[str, str], where: str, folder: Path, shown_folder: Pat
     dev = f"{where} (device {hostname})"
     if not row["pfx"]:
         raise ConfigError("pfx is empty", where=dev, hint="give the path of this Mac's .pfx")
-    pfx = existing_file(folder, shown_folder, row["pfx"], dev)
+    pfx = named_path(folder, row["pfx"])  # absolute; may be missing (a per-device finding)
     serial = row.get("serial") or None
     if serial is not None and not _SERIAL.match(serial):
         raise ConfigError(f"serial {serial!r} is not a serial number (letters, digits, '-')",

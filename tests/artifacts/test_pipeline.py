@@ -192,6 +192,48 @@ def test_failing_device_stops_the_build_unless_skipped(demo, tmp_path):
     assert "identity/MAC01.local.pkg" in paths and "identity/mac03.local.pkg" not in paths
 
 
+def test_bad_pfx_devices_stop_the_build_unless_skipped(tmp_path):
+    """A missing, damaged, locked or keyless .pfx fails its device like a failing rule: the build
+    stops naming every such device (exit 1, nothing published) unless --skip-failed-devices."""
+    from tests.fleetfactory import BAD_PFX, NOW, PASSWORD, make_fleet, write_bad_pfx
+
+    bad = [f"mac-{kind}" for kind in BAD_PFX]
+    fleet = make_fleet(tmp_path / "fleet", ["mac01", *bad, "mac02"])
+    for kind in BAD_PFX:
+        write_bad_pfx(fleet.root / "pfx" / f"mac-{kind}.pfx", kind, fleet.ca, f"mac-{kind}")
+    env = {"FLEET_PFX_PASSWORD": PASSWORD}
+    at = NOW.strftime("%Y-%m-%d")
+
+    stopped = fleetpkg("build", fleet.config, "-o", tmp_path / "a", "--at", at, env=env)
+    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.stdout == "" and "Traceback" not in stopped.stderr
+    assert stopped.stderr.splitlines()[-1] == (
+        f"fleetpkg: error: {len(bad)} device(s) fail the certificate rules: {', '.join(bad)} "
+        "(run `fleetpkg check` for details, or pass --skip-failed-devices)")
+    for host, rule in zip(bad, BAD_PFX.values()):
+        assert [host, "FAIL", rule, "-"] in [line.split() for line in stopped.stderr.splitlines()]
+    assert not (tmp_path / "a").exists() or os.listdir(tmp_path / "a") == []
+    as_json = fleetpkg("build", fleet.config, "-o", tmp_path / "a", "--at", at, "--json", env=env)
+    assert as_json.returncode == 1
+    doc = json.loads(as_json.stdout)
+    assert doc["ok"] is False and [d["hostname"] for d in doc["devices"]] == fleet.devices
+    assert {d["hostname"]: [f["rule"] for f in d["findings"]] for d in doc["devices"] if not d["ok"]} == {
+        host: [rule] for host, rule in zip(bad, BAD_PFX.values())}
+
+    skipped = fleetpkg("build", fleet.config, "-o", tmp_path / "b", "--at", at, "--skip-failed-devices", env=env)
+    assert skipped.returncode == 0, skipped.stderr
+    assert f"devices: 2 built, {len(bad)} skipped, 0 warning(s)" in skipped.stdout
+    assert "  skipped (failing rules): " + ", ".join(
+        f"{host} ({rule})" for host, rule in zip(bad, BAD_PFX.values())) in skipped.stdout.splitlines()
+    out = tmp_path / "b" / "acme-test-5.1.0.12-3"  # fleetfactory's vendor version and build
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped_devices"] == bad
+    built = sorted(p.name for p in (out / "identity").iterdir())
+    assert built == ["mac01.pkg", "mac02.pkg"]
+    assert sorted(p.name for p in (out / "profiles" / "devices").iterdir()) == [
+        "mac01.mobileconfig", "mac02.mobileconfig"]
+
+
 def _fleet_with_vendor(demo: Path, tmp_path: Path, vendor: Path) -> Path:
     folder = tmp_path / "fleet"
     shutil.copytree(demo, folder, ignore=shutil.ignore_patterns("dist"))

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.formats import der
-from builder.certs import CertificateError, Identity, load_pfx, parse_pfx
-from builder.certs.pfx import identity_from
+from builder.certs import RULES, CertificateError, Identity, load_pfx, parse_pfx
+from builder.certs.pfx import PfxError, identity_from
 from builder.errors import FleetpkgError
 from tests.certs import factory
 from tests.certs.vectors import PKITS_P12_DIR, pkcs12_vectors, read_vector
@@ -128,10 +128,12 @@ def test_ec_and_sha1_mac_and_unicode_password(tmp_path, pki):
 
 # -- errors ------------------------------------------------------------------------------------
 
-def _assert_one_error(path: Path, password: bytes, *needles: str) -> CertificateError:
-    with pytest.raises(CertificateError) as info:
+def _assert_one_error(path: Path, password: bytes, *needles: str, rule: str) -> CertificateError:
+    """load_pfx fails with one line naming the file and the rule check/build report for it."""
+    with pytest.raises(PfxError) as info:
         load_pfx(path, password)
     err = info.value
+    assert err.rule == rule and rule in RULES
     assert err.where == str(path)
     text = str(err)
     assert str(path) in text and "\n" not in text
@@ -170,7 +172,7 @@ def _openssl_reads(path: Path) -> None:
 def test_error_wrong_password(tmp_path, pki):
     _, _, dev = pki
     path = factory.write_pfx(tmp_path / "wrong.pfx", dev.certificate, dev.key, PASSWORD)
-    _assert_one_error(path, b"not-the-password", "wrong password")
+    _assert_one_error(path, b"not-the-password", "wrong password", rule="pfx-password")
     # the message does not echo the password that was tried either
     with pytest.raises(CertificateError) as info:
         load_pfx(path, b"Guess-Attempt-991")
@@ -180,13 +182,13 @@ def test_error_wrong_password(tmp_path, pki):
 def test_error_no_key(tmp_path, pki):
     _, _, dev = pki
     path = factory.write_pfx(tmp_path / "nokey.pfx", dev.certificate, None, PASSWORD, encryption="3des")
-    _assert_one_error(path, PASSWORD, "no private key")
+    _assert_one_error(path, PASSWORD, "no private key", rule="private-key")
 
 
 def test_error_no_certificate(tmp_path, pki):
     _, _, dev = pki
     path = factory.write_pfx(tmp_path / "nocert.pfx", None, dev.key, PASSWORD, encryption="aes")
-    _assert_one_error(path, PASSWORD, "no certificate")
+    _assert_one_error(path, PASSWORD, "no certificate", rule="pfx-no-certificate")
 
 
 def test_error_two_keys(tmp_path, pki):
@@ -194,7 +196,7 @@ def test_error_two_keys(tmp_path, pki):
     path = tmp_path / "twokeys.pfx"
     path.write_bytes(_assemble(_cert_bag(dev.certificate), _key_bag(dev.key), _key_bag(factory.rsa_key(1))))
     _openssl_reads(path)
-    _assert_one_error(path, b"", "2 private keys")
+    _assert_one_error(path, b"", "2 private keys", rule="private-key")
 
 
 def test_error_mismatched_key(tmp_path, pki):
@@ -202,7 +204,7 @@ def test_error_mismatched_key(tmp_path, pki):
     path = tmp_path / "mismatch.pfx"
     path.write_bytes(_assemble(_cert_bag(dev.certificate), _key_bag(factory.rsa_key(1))))
     _openssl_reads(path)
-    _assert_one_error(path, b"", "does not match")
+    _assert_one_error(path, b"", "does not match", rule="private-key")
 
 
 def test_error_damaged_rsa_key(tmp_path, pki):
@@ -214,7 +216,7 @@ def test_error_damaged_rsa_key(tmp_path, pki):
                                 nums.public_numbers).private_key(unsafe_skip_rsa_key_validation=True)
     path = tmp_path / "damaged.pfx"
     path.write_bytes(_assemble(_cert_bag(dev.certificate), _key_bag(bad)))
-    _assert_one_error(path, b"", "damaged")
+    _assert_one_error(path, b"", "damaged", rule="private-key")
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage that is not DER at all", b"\x30\x03\x02\x01\x03",
@@ -222,18 +224,30 @@ def test_error_damaged_rsa_key(tmp_path, pki):
 def test_error_not_pkcs12(tmp_path, content):
     path = tmp_path / "garbage.pfx"
     path.write_bytes(content)
-    _assert_one_error(path, PASSWORD)
+    _assert_one_error(path, PASSWORD, "not a valid PKCS#12 file", rule="pfx-unreadable")
 
 
 def test_error_missing_file(tmp_path):
-    _assert_one_error(tmp_path / "absent.pfx", PASSWORD, "cannot read")
+    _assert_one_error(tmp_path / "absent.pfx", PASSWORD, "no such file", rule="pfx-missing")
+    (tmp_path / "plain").write_bytes(b"")  # a file where a folder of the path should be
+    _assert_one_error(tmp_path / "plain" / "absent.pfx", PASSWORD, "no such file", rule="pfx-missing")
+
+
+def test_error_folder_is_unreadable_not_missing(tmp_path):
+    (tmp_path / "mac01.pfx").mkdir()
+    _assert_one_error(tmp_path / "mac01.pfx", PASSWORD, "is a folder", rule="pfx-unreadable")
+
+
+def test_error_fifo_is_not_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.pfx")  # reading it would block forever
+    _assert_one_error(tmp_path / "pipe.pfx", PASSWORD, "not a regular file", rule="pfx-unreadable")
 
 
 def test_error_certificate_instead_of_pfx(tmp_path, pki):
     _, _, dev = pki
     path = tmp_path / "cert.pfx"
     path.write_bytes(_der(dev.certificate))
-    _assert_one_error(path, PASSWORD, "PKCS#12")
+    _assert_one_error(path, PASSWORD, "PKCS#12", rule="pfx-unreadable")
 
 
 # -- secrets never shown -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ with `openssl verify`, an implementation nobody here wrote."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from builder.certs import RULES, CertificateError, Identity, build_chain, lint_identity
 from tests.certs import factory
 from tests.certs.factory import DAY, NOW
-from tests.conftest import require_tool
+from tests.conftest import REPO, require_tool
 
 HOST = "MAC01.local"
 
@@ -44,10 +45,16 @@ def only(findings, rule: str, severity: str = "error"):
 
 
 def test_rule_ids_are_stable():
-    assert list(RULES) == ["chain", "eku-client-auth", "key-usage", "private-key", "crl-http",
+    assert list(RULES) == ["pfx-missing", "pfx-unreadable", "pfx-password", "pfx-no-certificate",
+                           "chain", "eku-client-auth", "key-usage", "private-key", "crl-http",
                            "subject-hostname", "validity", "key-strength", "self-signed"]
     for rule_id, rule in RULES.items():
         assert rule.id == rule_id and rule.title and rule.explanation and rule.fix
+
+
+def test_readme_lists_every_rule_in_order():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert re.findall(r"^\| `([a-z-]+)` \|", readme, re.M) == list(RULES)
 
 
 # -- compliant certificates ---------------------------------------------------------------------

@@ -418,14 +418,22 @@ def test_csv_paths_relative_to_csv_folder(fleet, tmp_path):
     assert cfg.devices[0].pfx == inv / "certs/a.pfx"
     assert cfg.devices[0].inventory == str(fleet.root / "inv/list.csv")
     (inv / "list.csv").write_text("hostname,pfx\nmac02,pfx/mac02.pfx\n")  # relative to CSV
-    msg = error_of(fleet.config)
-    assert f"{inv / 'list.csv'}:2 (device mac02)" in msg and "pfx/mac02.pfx: no such file" in msg
+    assert load_config(fleet.config).devices[0].pfx == inv / "pfx/mac02.pfx"  # not the fleet's pfx/
 
 
-def test_csv_missing_pfx_names_line_and_device(fleet):
-    msg = csv_error(fleet, "hostname,pfx\nMAC01.local,pfx/MAC01.local.pfx\nmac09,pfx/mac09.pfx\n")
-    assert msg.startswith(f"{fleet.csv}:3 (device mac09): ")
-    assert "pfx/mac09.pfx: no such file" in msg
+def test_csv_pfx_need_not_exist(fleet, tmp_path):
+    """A missing .pfx (or a folder in its place) is that device's check finding, not a config error:
+    the device loads with the absolute path its .pfx belongs at (where `enroll` writes it)."""
+    (tmp_path / "pfx/folder.pfx").mkdir()
+    fleet.csv.write_text("hostname,pfx\nMAC01.local,pfx/MAC01.local.pfx\nmac09,pfx/mac09.pfx\n"
+                         "mac10,pfx/folder.pfx\nmac11,~/fleetpkg-test-absent/mac11.pfx\n")
+    devices = load_config(fleet.config).devices
+    assert [(d.hostname, d.pfx, d.line) for d in devices] == [
+        ("MAC01.local", tmp_path / "pfx/MAC01.local.pfx", 2), ("mac09", tmp_path / "pfx/mac09.pfx", 3),
+        ("mac10", tmp_path / "pfx/folder.pfx", 4),
+        ("mac11", Path.home() / "fleetpkg-test-absent/mac11.pfx", 5)]
+    assert all(d.pfx.is_absolute() for d in devices)
+    assert not devices[1].pfx.exists()
 
 
 def test_csv_unknown_column_suggests(fleet):
@@ -449,7 +457,6 @@ def test_csv_without_header(fleet):
     ("hostname,pfx\nmac/02,pfx/mac02.pfx\n", ":2: hostname 'mac/02' is not a valid host name"),
     ("hostname,pfx\n-mac02,pfx/mac02.pfx\n", "is not a valid host name"),
     ("hostname,pfx\nmac02,\n", ":2 (device mac02): pfx is empty"),
-    ("hostname,pfx\nmac02,pfx\n", "pfx: not a regular file"),
     ("hostname,pfx,serial\nmac02,pfx/mac02.pfx,C02 X\n", "serial 'C02 X' is not a serial"),
     ("hostname,pfx,password_env,password_file\nmac02,pfx/mac02.pfx,A,devices.csv\n",
      "set either password_env or password_file, not both"),

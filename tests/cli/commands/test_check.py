@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import FIXTURES, REPO
-from tests.fleetfactory import NOW, PASSWORD, make_ca, make_device, make_fleet, write_pfx
+from builder.certs import RULES
+from tests.fleetfactory import (BAD_PFX, NOW, OTHER_PASSWORD, PASSWORD, make_ca, make_device, make_fleet,
+                                write_bad_pfx, write_pfx)
 
 AT = NOW.strftime("%Y-%m-%d")
 WRONG = "Wr0ng-distinctive-Guess#42"
@@ -31,7 +33,7 @@ def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
 
 
 def assert_no_secret(r: subprocess.CompletedProcess, *secrets: str) -> None:
-    for s in (PASSWORD, WRONG, *secrets):
+    for s in (PASSWORD, WRONG, OTHER_PASSWORD, *secrets):
         assert s not in r.stdout and s not in r.stderr
 
 
@@ -165,6 +167,105 @@ def test_at_moves_validity(mixed):
     assert doc["summary"]["ok"] == 0
 
 
+# --- a bad .pfx is its device's finding: every device reported, exit 1 ------------------------
+
+BROKEN_GOOD = ["mac01", "mac02", "mac03"]
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """Three good devices around one device per way a .pfx export breaks (BAD_PFX)."""
+    root = tmp_path_factory.mktemp("broken")
+    kinds = list(BAD_PFX)
+    hosts = ["mac01", *[f"mac-{k}" for k in kinds[:4]], "mac02", *[f"mac-{k}" for k in kinds[4:]], "mac03"]
+    f = make_fleet(root, hosts)
+    for kind in kinds:
+        write_bad_pfx(root / "pfx" / f"mac-{kind}.pfx", kind, f.ca, f"mac-{kind}")
+    return f
+
+
+def broken_rule(hostname: str) -> str | None:
+    return BAD_PFX.get(hostname.removeprefix("mac-")) if hostname.startswith("mac-") else None
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bad_pfx_files_are_findings_json(broken, jobs):
+    r = run("check", "fleet.toml", "--json", "--at", AT, "--jobs", jobs, cwd=broken.root)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == ""
+    doc = json.loads(r.stdout)
+    assert [d["hostname"] for d in doc["devices"]] == broken.devices  # every device, inventory order
+    for d in doc["devices"]:
+        rule = broken_rule(d["hostname"])
+        if rule is None:
+            assert d["ok"] is True and d["findings"] == [] and d["not_after"], d
+            continue
+        assert d["ok"] is False and d["not_after"] is None, d
+        (finding,) = d["findings"]
+        assert (finding["rule"], finding["severity"]) == (rule, "error"), d
+        assert finding["message"].startswith(f"{broken.root / 'pfx' / d['hostname']}.pfx: "), finding
+        assert "\n" not in finding["message"]
+    assert doc["summary"] == {"devices": 11, "ok": 3, "failed": 8, "warnings": 0}
+    messages = {d["hostname"]: d["findings"][0]["message"] for d in doc["devices"] if d["findings"]}
+    assert "contains no private key" in messages["mac-no-key"]
+    assert "does not match any certificate" in messages["mac-other-key"]
+    assert "contains no certificate" in messages["mac-no-certificate"]
+    assert "wrong password" in messages["mac-wrong-password"]
+    assert "not a valid PKCS#12 file" in messages["mac-truncated"] + messages["mac-random"]
+    assert "is a folder" in messages["mac-folder"] and "no such file" in messages["mac-missing"]
+    assert_no_secret(r)
+
+
+def test_bad_pfx_files_are_findings_table_and_report(broken):
+    report = broken.root / "readiness.html"
+    r = run("check", "fleet.toml", "--at", AT, "--report", str(report), cwd=broken.root)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == f"report: {report}\n"
+    lines = r.stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:2 + len(broken.devices)]}
+    assert list(rows) == broken.devices
+    for host, cells in rows.items():
+        rule = broken_rule(host)
+        assert cells == (["ok", "-", cells[-1]] if rule is None else ["FAIL", rule, "-"]), (host, cells)
+    start = lines.index(next(line for line in lines if line.split()[:3] == ["device", "rule", "severity"]))
+    details = [line.split()[:3] for line in lines[start + 2:lines.index("how to fix:") - 1]]
+    assert details == [[h, broken_rule(h), "error"] for h in broken.devices if broken_rule(h)]
+    fixes = lines[lines.index("how to fix:") + 1:]
+    for rule in dict.fromkeys(BAD_PFX.values()):
+        assert f"  {rule}: {RULES[rule].fix}" in fixes
+    assert lines[-1] == f"acme-test: 11 devices checked at {AT} 00:00:00Z: 3 ok, 8 failed, 0 warnings"
+    page = report.read_text()
+    for host in broken.devices:
+        assert f">{host}<" in page
+    counts = {rule: list(BAD_PFX.values()).count(rule) for rule in BAD_PFX.values()}
+    for rule, n in counts.items():
+        section = page[page.index(f'<div class="rule" id="rule-{rule}">'):]
+        assert f"{n} device{'' if n == 1 else 's'} fail" in section[:section.index("</div>")], rule
+    assert_no_secret(r)
+
+
+def test_wrong_password_for_every_device_is_a_finding_each(tmp_path):
+    f = make_fleet(tmp_path, ["mac01", "mac02", "mac03"])
+    r = run("check", "fleet.toml", "--json", "--at", AT, "--jobs", "2", cwd=tmp_path,
+            env={"FLEET_PFX_PASSWORD": WRONG})
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(d["hostname"], [x["rule"] for x in d["findings"]]) for d in doc["devices"]] == [
+        (h, ["pfx-password"]) for h in f.devices]
+    r = run("--debug", "check", "fleet.toml", "--at", AT, cwd=tmp_path, env={"FLEET_PFX_PASSWORD": WRONG})
+    assert r.returncode == 1 and r.stdout.count("pfx-password") == 7  # 3 status rows, 3 findings, 1 fix
+    assert_no_secret(r)  # not even with --debug
+
+
+def test_unset_per_device_password_env_stops_the_run(tmp_path):
+    """A password source that is not set at all is not a finding: the run stops, naming the
+    device and the variable."""
+    f = make_fleet(tmp_path, ["mac01", "mac02"])
+    f.csv.write_text("hostname,pfx,password_env\nmac01,pfx/mac01.pfx,\nmac02,pfx/mac02.pfx,MAC02_PFX_PW\n")
+    assert_one_error_line(run("check", "fleet.toml", "--at", AT, cwd=tmp_path, env={"MAC02_PFX_PW": None}),
+                          "device mac02 (devices.csv:3)", "MAC02_PFX_PW is not set")
+
+
 @pytest.mark.parametrize("bad", ["yesterday", "2025-13-01", "01/06/2025", ""])
 def test_bad_at(tmp_path, bad):
     make_fleet(tmp_path)
@@ -186,13 +287,6 @@ def test_config_typo(tmp_path):
                           "fleet.toml: [trust]", "'certifcates'", "'certificates'")
 
 
-def test_missing_pfx(tmp_path):
-    make_fleet(tmp_path)
-    (tmp_path / "pfx/mac02.pfx").unlink()
-    assert_one_error_line(run("check", "fleet.toml", "--at", AT, cwd=tmp_path),
-                          "devices.csv:3 (device mac02)", "pfx/mac02.pfx: no such file")
-
-
 def test_bad_csv_row(tmp_path):
     f = make_fleet(tmp_path)
     f.csv.write_text("hostname,pfx\nMAC01.local,pfx/MAC01.local.pfx\nmac 02,pfx/mac02.pfx\n")
@@ -205,33 +299,6 @@ def test_duplicate_hostname(tmp_path):
     f.csv.write_text("hostname,pfx\nMAC01.local,pfx/MAC01.local.pfx\nmac01.LOCAL,pfx/mac02.pfx\n")
     assert_one_error_line(run("check", "fleet.toml", "--at", AT, cwd=tmp_path),
                           "devices.csv:3", "duplicate hostname", "line 2")
-
-
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_wrong_password(tmp_path, jobs):
-    f = make_fleet(tmp_path, ["mac01", "mac02", "mac03"])
-    key, cert = make_device(f.ca, "mac02")
-    write_pfx(tmp_path / "pfx/mac02.pfx", key, cert, password=WRONG)
-    line = assert_one_error_line(run("check", "fleet.toml", "--at", AT, "--jobs", jobs,
-                                     cwd=tmp_path), "device mac02", "devices.csv:3", "mac02.pfx")
-    assert "mac01" not in line and "mac03" not in line
-
-
-def test_wrong_password_from_env_not_leaked(tmp_path):
-    make_fleet(tmp_path)
-    r = run("check", "fleet.toml", "--at", AT, cwd=tmp_path, env={"FLEET_PFX_PASSWORD": WRONG})
-    assert_one_error_line(r, "device MAC01.local", "devices.csv:2")
-    r = run("--debug", "check", "fleet.toml", "--at", AT, cwd=tmp_path,
-            env={"FLEET_PFX_PASSWORD": WRONG})
-    assert r.returncode == 2
-    assert_no_secret(r)  # not even in the --debug traceback
-
-
-def test_corrupt_pfx(tmp_path):
-    make_fleet(tmp_path)
-    (tmp_path / "pfx/mac02.pfx").write_bytes(b"\x30\x82\x01\x00not a pfx")
-    assert_one_error_line(run("check", "fleet.toml", "--at", AT, cwd=tmp_path),
-                          "device mac02", "mac02.pfx")
 
 
 def test_env_variable_missing(tmp_path):
