@@ -1,0 +1,440 @@
+"""XarWriter: builds a xar whose bytes depend only on what was added. Member data is spooled (to an
+unlinked temp file, or memory for small archives) or, for large sources, hashed now and copied by
+the kernel at close(); the TOC lists members depth-first in name order and the heap follows it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+import tempfile
+import xml.etree.ElementTree as ET
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from .... import repro
+from ....errors import BuildError, FormatError, UnsupportedError
+from .model import (ALGORITHM_IDS, CHUNK, GZIP, HASH_STYLES, OCTET_STREAM, Signer, XarEntry,
+                    split_path)
+from .output import Output, copy_range, write_all
+from .prefix import assemble_prefix, check_signer
+from .toc import signature_element, sub_element, text_element, toc_bytes
+
+if TYPE_CHECKING:
+    from .reader import XarReader
+
+# Sources at least this large are hashed now and copied by the kernel at close() instead of being
+# spooled: one read pass fewer on the hot path (wrapping a vendor component).
+REFERENCE_MIN = 4 << 20
+
+
+@dataclass(frozen=True)
+class _Blob:
+    """Stored bytes of one member: in the spool (fd None) or left in a large source file (fd)."""
+
+    offset: int
+    length: int
+    size: int
+    encoding: str
+    archived: tuple[str, str] | None
+    extracted: tuple[str, str] | None
+    fd: int | None = None
+    stamp: tuple[int, int] | None = None  # (size, mtime_ns) of the source when it was hashed
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class _Node:
+    name: str
+    type: str  # "file" | "directory"
+    mode: int
+    uid: int
+    gid: int
+    user: str | None
+    group: str | None
+    explicit: bool = True
+    blob: _Blob | None = None
+    children: dict[str, "_Node"] = field(default_factory=dict)
+
+
+def _owner_names(uid: int, gid: int, user: str | None, group: str | None) -> tuple[str | None, str | None]:
+    return (user if user is not None else ("root" if uid == 0 else None),
+            group if group is not None else ("wheel" if gid == 0 else None))
+
+
+def _check_ids(path: str, mode: int, uid: int, gid: int) -> None:
+    if not (isinstance(mode, int) and 0 <= mode <= 0o7777):
+        raise BuildError(f"mode {mode!r} out of range", where=path)
+    for what, value in (("uid", uid), ("gid", gid)):
+        if not (isinstance(value, int) and 0 <= value < 1 << 32):
+            raise BuildError(f"{what} {value!r} out of range", where=path)
+
+
+def _needs_base64(name: str) -> bool:
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) <= 0xDFFF
+               or ord(ch) in (0xFFFE, 0xFFFF) for ch in name) or name != name.strip()
+
+
+class XarWriter:
+    """Builds a xar file; data is spooled to a temp file so memory stays flat.
+
+    in_memory=True spools to memory instead, for small archives (a per-device identity package):
+    the output file is then the only file created, and `written` holds its (sha256, size). `mode` is the output's permission bits, set
+    before it appears under its name (0o600 for an archive that holds secrets).
+    """
+
+    def __init__(self, dest: str | os.PathLike, *, checksum_alg: str = "sha1",
+                 creation_time: int | None = None, signer: Signer | None = None,
+                 file_checksum_alg: str = "sha1", in_memory: bool = False, mode: int = 0o644):
+        if checksum_alg not in ALGORITHM_IDS:
+            raise BuildError(f"unsupported TOC checksum algorithm {checksum_alg!r}",
+                             hint=f"use one of {', '.join(sorted(ALGORITHM_IDS))}")
+        if file_checksum_alg not in HASH_STYLES:
+            raise BuildError(f"unsupported file checksum algorithm {file_checksum_alg!r}")
+        self.dest = Path(dest)
+        self.checksum_alg = checksum_alg
+        self.file_checksum_alg = file_checksum_alg
+        epoch = repro.build_epoch() if creation_time is None else int(creation_time)
+        self.creation_time = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        self.signer = signer
+        self._sig_sizes = check_signer(signer)[:2] if signer is not None else (0, 0)
+        self._root = _Node("", "directory", 0o755, 0, 0, "root", "wheel")
+        self._closed = False
+        self.mode = mode
+        self.written: tuple[str, int] | None = None  # (sha256, size) of the output, see close()
+        self._spool = None
+        self._memory: bytearray | None = bytearray() if in_memory else None
+        self._spool_fd = -1  # with in_memory: stands for self._memory in _Blob ranges
+        if not in_memory:
+            directory = self.dest.parent if str(self.dest.parent) else Path(".")
+            try:
+                self._spool = tempfile.TemporaryFile(dir=directory, buffering=0)
+            except OSError as exc:
+                raise BuildError(f"cannot create temporary file: {exc.strerror or exc}",
+                                 where=str(self.dest)) from None
+            self._spool_fd = self._spool.fileno()
+        self._spool_pos = 0
+        self._held: list[int] = []  # dup'd descriptors of referenced sources, closed at the end
+
+    def __enter__(self) -> "XarWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- tree
+    def _split(self, path: str) -> list[str]:
+        try:
+            parts = split_path(path, "")
+            for part in parts:
+                part.encode("utf-8")
+        except FormatError as exc:
+            raise BuildError(exc.message, where=f"{self.dest}: {path}") from None
+        except UnicodeError:
+            raise BuildError("member name is not valid UTF-8", where=f"{self.dest}: {path!r}") from None
+        return parts
+
+    def _parent(self, parts: list[str], path: str) -> _Node:
+        node = self._root
+        for part in parts[:-1]:
+            child = node.children.get(part)
+            if child is None:
+                child = _Node(part, "directory", 0o755, 0, 0, "root", "wheel", explicit=False)
+                node.children[part] = child
+            elif child.type != "directory":
+                raise BuildError(f"{part!r} is a file, cannot hold {path!r}", where=str(self.dest))
+            node = child
+        return node
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BuildError("xar writer is already closed", where=str(self.dest))
+
+    def add_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0,
+                      user: str | None = None, group: str | None = None) -> None:
+        """user/group default to root/wheel for uid/gid 0 and are omitted otherwise."""
+        self._check_open()
+        parts = self._split(path)
+        _check_ids(path, mode, uid, gid)
+        parent = self._parent(parts, path)
+        existing = parent.children.get(parts[-1])
+        if existing is not None and (existing.explicit or existing.type != "directory"):
+            raise BuildError(f"duplicate member {path!r}", where=str(self.dest))
+        user, group = _owner_names(uid, gid, user, group)
+        node = _Node(parts[-1], "directory", mode, uid, gid, user, group)
+        if existing is not None:
+            node.children = existing.children
+        parent.children[parts[-1]] = node
+
+    def _add_file(self, path: str, blob_fn, mode: int, uid: int, gid: int,
+                  user: str | None, group: str | None) -> None:
+        self._check_open()
+        parts = self._split(path)
+        _check_ids(path, mode, uid, gid)
+        parent = self._parent(parts, path)
+        if parts[-1] in parent.children:
+            raise BuildError(f"duplicate member {path!r}", where=str(self.dest))
+        blob = blob_fn()  # only registered once its data is fully and correctly spooled
+        user, group = _owner_names(uid, gid, user, group)
+        parent.children[parts[-1]] = _Node(parts[-1], "file", mode, uid, gid, user, group, blob=blob)
+
+    def _hold(self, fd: int) -> int:
+        held = os.dup(fd)
+        self._held.append(held)
+        return held
+
+    def _spool_write(self, data) -> None:
+        if self._memory is not None:
+            self._memory += data
+        else:
+            write_all(self._spool_fd, data)
+        self._spool_pos += len(data)
+
+    def _store(self, chunks: Iterable, compress: bool) -> _Blob:
+        alg = self.file_checksum_alg
+        start = self._spool_pos
+        ext = hashlib.new(alg)
+        size = 0
+        if not compress:
+            for chunk in chunks:
+                ext.update(chunk)
+                self._spool_write(chunk)
+                size += len(chunk)
+            digest = (alg, ext.hexdigest())
+            return _Blob(start, size, size, OCTET_STREAM, digest, digest)
+        arc = hashlib.new(alg)
+        z = zlib.compressobj(9)
+        for chunk in chunks:
+            ext.update(chunk)
+            size += len(chunk)
+            out = z.compress(chunk)
+            if out:
+                arc.update(out)
+                self._spool_write(out)
+        out = z.flush()
+        arc.update(out)
+        self._spool_write(out)
+        return _Blob(start, self._spool_pos - start, size, GZIP, (alg, arc.hexdigest()),
+                     (alg, ext.hexdigest()))
+
+    def add_chunks(self, path: str, chunks: Iterable[bytes], *, compress: bool, mode: int = 0o644,
+                   uid: int = 0, gid: int = 0, user: str | None = None, group: str | None = None) -> None:
+        """Add a file from an iterable of byte chunks (e.g. a payload being generated)."""
+        self._add_file(path, lambda: self._store(chunks, compress), mode, uid, gid, user, group)
+
+    def add_bytes(self, path: str, data: bytes, *, compress: bool, mode: int = 0o644, uid: int = 0,
+                  gid: int = 0, user: str | None = None, group: str | None = None) -> None:
+        view = memoryview(data)
+        chunks = (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
+        self.add_chunks(path, chunks, compress=compress, mode=mode, uid=uid, gid=gid, user=user, group=group)
+
+    def add_file(self, path: str, src: str | os.PathLike, *, compress: bool = False, mode: int = 0o644,
+                 uid: int = 0, gid: int = 0, user: str | None = None, group: str | None = None) -> None:
+        def blob() -> _Blob:
+            try:
+                with open(src, "rb", buffering=0) as f:
+                    st = os.fstat(f.fileno())
+                    if compress or not stat.S_ISREG(st.st_mode) or st.st_size < REFERENCE_MIN:
+                        return self._store(_file_chunks(f), compress)
+                    h = hashlib.new(self.file_checksum_alg)
+                    size = 0
+                    for chunk in _file_chunks(f):
+                        h.update(chunk)
+                        size += len(chunk)
+                    if size != st.st_size:
+                        raise BuildError("file changed while being read", where=os.fspath(src))
+                    digest = (self.file_checksum_alg, h.hexdigest())
+                    return _Blob(0, size, size, OCTET_STREAM, digest, digest,
+                                 fd=self._hold(f.fileno()), stamp=_stamp(st))
+            except OSError as exc:
+                raise BuildError(f"cannot read: {exc.strerror or exc}", where=os.fspath(src)) from None
+        self._add_file(path, blob, mode, uid, gid, user, group)
+
+    def add_stored(self, path: str, reader: XarReader, entry: XarEntry, *, mode: int | None = None,
+                   uid: int | None = None, gid: int | None = None) -> None:
+        """Embed another archive's member byte-for-byte (same encoding and checksums), verified."""
+        if entry.type == "directory":
+            self.add_directory(path, mode=entry.mode if mode is None else mode,
+                               uid=(entry.uid or 0) if uid is None else uid,
+                               gid=(entry.gid or 0) if gid is None else gid,
+                               user=entry.user if uid is None else None,
+                               group=entry.group if gid is None else None)
+            return
+        if entry.type != "file":
+            raise UnsupportedError(f"cannot embed a {entry.type!r} member", where=reader._where(entry.path))
+        data = entry.data
+
+        def blob() -> _Blob | None:
+            if data is None:
+                return None
+            start = self._spool_pos
+            refer = reader._fd is not None and data.length >= REFERENCE_MIN
+            st = os.fstat(reader._fd) if refer else None
+            extra = None if data.archived_checksum else hashlib.new(self.file_checksum_alg)
+            for chunk in reader.iter_stored(entry):  # verifies the archived checksum at the end
+                if extra is not None:
+                    extra.update(chunk)
+                if not refer:
+                    self._spool_write(chunk)
+            archived = data.archived_checksum or (self.file_checksum_alg, extra.hexdigest())
+            extracted = data.extracted_checksum
+            if extracted is None and data.encoding.strip().lower() == OCTET_STREAM:
+                extracted = archived
+            if refer:
+                return _Blob(reader.heap_offset + data.offset, data.length, data.size, data.encoding,
+                             archived, extracted, fd=self._hold(reader._fd), stamp=_stamp(st))
+            return _Blob(start, data.length, data.size, data.encoding, archived, extracted)
+
+        self._add_file(path, blob,
+                       (entry.mode if entry.mode is not None else 0o644) if mode is None else mode,
+                       (entry.uid or 0) if uid is None else uid, (entry.gid or 0) if gid is None else gid,
+                       entry.user if uid is None else None, entry.group if gid is None else None)
+
+    # -- output
+    def _ordered(self) -> list[tuple[_Node, ET.Element]]:
+        """TOC <file> elements in depth-first, name-sorted order; ids and heap order follow it."""
+        toc = ET.Element("toc")
+        order: list[tuple[_Node, ET.Element]] = []
+
+        def walk(node: _Node, parent_el: ET.Element) -> None:
+            for name in sorted(node.children):
+                child = node.children[name]
+                el = sub_element(parent_el, "file", id=str(len(order) + 1))
+                order.append((child, el))
+                walk(child, el)
+
+        walk(self._root, toc)
+        self._toc_el = toc
+        return order
+
+    def _toc_tree(self, order: list[tuple[_Node, ET.Element]], data_start: int) -> ET.Element:
+        root = ET.Element("xar")
+        toc = self._toc_el
+        root.append(toc)
+        alg = self.checksum_alg
+        head = [text_element("creation-time", self.creation_time)]
+        cks = ET.Element("checksum", {"style": alg})
+        digest_size = hashlib.new(alg).digest_size
+        sub_element(cks, "offset", "0")
+        sub_element(cks, "size", str(digest_size))
+        head.append(cks)
+        if self.signer is not None:
+            rsa_size, cms_size = self._sig_sizes
+            certs = [bytes(c) for c in self.signer.certificates]
+            head.append(signature_element("signature", "RSA", digest_size, rsa_size, certs))
+            if cms_size:
+                head.append(signature_element("x-signature", "CMS", digest_size + rsa_size, cms_size, certs))
+        for i, el in enumerate(head):
+            toc.insert(i, el)
+        offset = data_start
+        for node, el in order:
+            if node.blob is not None:
+                b = node.blob
+                d = ET.Element("data")
+                sub_element(d, "length", str(b.length))
+                sub_element(d, "offset", str(offset))
+                sub_element(d, "size", str(b.size))
+                sub_element(d, "encoding", style=b.encoding)
+                if b.extracted:
+                    sub_element(d, "extracted-checksum", b.extracted[1], style=b.extracted[0])
+                if b.archived:
+                    sub_element(d, "archived-checksum", b.archived[1], style=b.archived[0])
+                el.insert(0, d)
+                offset += b.length
+            pos = 1 if node.blob is not None else 0
+            fields = []
+            if node.group is not None:
+                fields.append(("group", node.group))
+            fields.append(("gid", str(node.gid)))
+            if node.user is not None:
+                fields.append(("user", node.user))
+            fields += [("uid", str(node.uid)), ("mode", f"0{node.mode:o}"), ("type", node.type)]
+            for tag, text in fields:
+                el.insert(pos, text_element(tag, text))
+                pos += 1
+            name_el = text_element("name", node.name)
+            if _needs_base64(node.name):
+                name_el.text = base64.b64encode(node.name.encode("utf-8")).decode("ascii")
+                name_el.set("enctype", "base64")
+            el.insert(pos, name_el)
+        ET.indent(root, space=" ")
+        return root
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        out: Output | None = None
+        try:
+            order = self._ordered()
+            digest_size = hashlib.new(self.checksum_alg).digest_size
+            data_start = digest_size + sum(self._sig_sizes)
+            toc = toc_bytes(self._toc_tree(order, data_start))
+            out = Output(self.dest)
+            prefix = assemble_prefix(toc, self.checksum_alg, self.signer, self._sig_sizes)
+            ranges: list[list] = []  # [fd, offset, length], contiguous pieces merged
+            for node, _ in order:
+                b = node.blob
+                if b is None or b.length == 0:
+                    continue
+                fd = self._spool_fd if b.fd is None else b.fd
+                if b.stamp is not None and _stamp(os.fstat(fd)) != b.stamp:
+                    raise BuildError("source file changed between add and close", where=node.name)
+                last = ranges[-1] if ranges else None
+                if last and last[0] == fd and last[1] + last[2] == b.offset:
+                    last[2] += b.length
+                else:
+                    ranges.append([fd, b.offset, b.length])
+            if self._memory is not None and all(fd == -1 for fd, _, _ in ranges):
+                # everything is in memory: write it at once, and tell the caller what was written
+                whole = bytearray(prefix)
+                for _, offset, length in ranges:
+                    whole += memoryview(self._memory)[offset:offset + length]
+                write_all(out.fd, whole)
+                self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
+            else:
+                write_all(out.fd, prefix)
+                for fd, offset, length in ranges:
+                    if fd == -1:
+                        write_all(out.fd, memoryview(self._memory)[offset:offset + length])
+                    else:
+                        copy_range(fd, out.fd, offset, length)
+            out.commit(self.mode)
+            out = None
+        except OSError as exc:
+            raise BuildError(f"cannot write: {exc.strerror or exc}", where=str(self.dest)) from None
+        finally:
+            if out is not None:
+                out.abort()
+            self._finish()
+
+    def abort(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        self._closed = True
+        while self._held:
+            os.close(self._held.pop())
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        self._memory = None
+
+
+def _file_chunks(f) -> Iterator[memoryview]:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while True:
+        n = f.readinto(buf)
+        if not n:
+            return
+        yield view[:n]
