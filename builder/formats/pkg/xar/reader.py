@@ -11,7 +11,7 @@ import os
 import struct
 import xml.etree.ElementTree as ET
 import zlib
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from ....errors import ChecksumError, FleetpkgError, FormatError, UnsupportedError
 from .decoding import DECODE_ERRORS, Decoder
@@ -76,27 +76,20 @@ class XarReader:
 
     # -- low-level reads
     def _pread(self, offset: int, size: int) -> bytes:
-        if self._fd is not None:
-            parts = []
-            while size > 0:
-                got = os.pread(self._fd, size, offset)
-                if not got:
-                    break
-                parts.append(got)
-                offset += len(got)
-                size -= len(got)
-            data = b"".join(parts)
-        else:
+        """Up to `size` bytes at `offset` (fewer only at end of file); positional when a descriptor
+        is available, so readers of different members never disturb each other."""
+        fd = self._fd
+        if fd is None:
             self._f.seek(offset)
-            parts = []
-            while size > 0:
-                got = self._f.read(size)
-                if not got:
-                    break
-                parts.append(got)
-                size -= len(got)
-            data = b"".join(parts)
-        return data
+        parts = []
+        while size > 0:
+            got = os.pread(fd, size, offset) if fd is not None else self._f.read(size)
+            if not got:
+                break
+            parts.append(got)
+            offset += len(got)
+            size -= len(got)
+        return b"".join(parts)
 
     def _read_exact(self, offset: int, size: int, what: str, where: str | None = None) -> bytes:
         data = self._pread(offset, size)
@@ -413,14 +406,22 @@ class XarReader:
             raise FormatError("is a directory, not a file", where=self._where(entry.path))
         return entry.data
 
-    def iter_stored(self, entry_or_path: XarEntry | str, chunk_size: int = CHUNK) -> Iterator[bytes]:
-        """The stored heap bytes verbatim; the archived checksum is checked after the last chunk."""
+    def _member(self, entry_or_path: XarEntry | str) -> tuple[XarData, str, Any] | None:
+        """(data, where, archived-checksum hash) of a member; None when it has no data."""
         entry = self._entry(entry_or_path)
         data = self._data_of(entry)
         if data is None:
-            return iter(())
+            return None
         where = self._where(entry.path)
         arc = new_hash(data.archived_checksum[0], where) if data.archived_checksum else None
+        return data, where, arc
+
+    def iter_stored(self, entry_or_path: XarEntry | str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """The stored heap bytes verbatim; the archived checksum is checked after the last chunk."""
+        member = self._member(entry_or_path)
+        if member is None:
+            return iter(())
+        data, where, arc = member
         return self._gen_stored(data, arc, max(1, chunk_size), where)
 
     def _gen_stored(self, data: XarData, arc, chunk_size: int, where: str) -> Iterator[bytes]:
@@ -434,12 +435,10 @@ class XarReader:
     def iter_data(self, entry_or_path: XarEntry | str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """Decoded member bytes in chunks; checksums and size are verified after the last chunk,
         so consumers must not trust the bytes until the iterator finishes without error."""
-        entry = self._entry(entry_or_path)
-        data = self._data_of(entry)
-        if data is None:
+        member = self._member(entry_or_path)
+        if member is None:
             return iter(())
-        where = self._where(entry.path)
-        arc = new_hash(data.archived_checksum[0], where) if data.archived_checksum else None
+        data, where, arc = member
         ext = new_hash(data.extracted_checksum[0], where) if data.extracted_checksum else None
         decoder = Decoder(data.encoding, where)
         return self._gen_data(data, arc, ext, decoder, max(1, chunk_size), where)
