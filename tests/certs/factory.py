@@ -251,7 +251,8 @@ def make_pfx(cert: x509.Certificate | None, key, password: bytes,
     iterations: the bags' KDF rounds (cryptography always gives the MAC 2048 iterations).
     """
     if encryption == "rc2":
-        return _openssl_rc2_pfx(cert, key, password, chain, friendly_name, iterations)
+        return openssl_pfx(cert, key, password, chain, "-legacy", "-iter", str(iterations),
+                           friendly_name=friendly_name)
     if encryption == "none":
         enc = serialization.NoEncryption()
     else:
@@ -264,11 +265,13 @@ def make_pfx(cert: x509.Certificate | None, key, password: bytes,
     return pkcs12.serialize_key_and_certificates(friendly_name, key, cert, list(chain) or None, enc)
 
 
-def _openssl_rc2_pfx(cert, key, password: bytes, chain, friendly_name, iterations) -> bytes:
+def openssl_pfx(cert, key, password: bytes, chain: Sequence[x509.Certificate] = (), *options: str,
+                friendly_name: bytes | None = None) -> bytes:
+    """A .pfx written by `openssl pkcs12 -export` with its algorithm `options` (e.g. "-legacy")."""
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        args = ["openssl", "pkcs12", "-export", "-legacy", "-passout", "env:FACTORY_PFX_PW",
-                "-iter", str(iterations), "-out", str(t / "out.p12")]
+        args = ["openssl", "pkcs12", "-export", *options, "-passout", "env:FACTORY_PFX_PW",
+                "-out", str(t / "out.p12")]
         if key is not None:
             (t / "key.pem").write_bytes(key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
