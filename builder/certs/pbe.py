@@ -17,11 +17,13 @@ from . import kdf, rc2
 from .tlv import oid
 
 # PKCS#12 PBE (RFC 7292 appendix C): oid -> (name, cipher, key bytes, iv bytes, RC2 effective bits)
+PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
+PBE_SHA1_RC2_40 = "1.2.840.113549.1.12.1.6"
 PKCS12_PBE = {
-    "1.2.840.113549.1.12.1.3": ("pbeWithSHAAnd3-KeyTripleDES-CBC", "3des", 24, 8, None),
+    PBE_SHA1_3DES: ("pbeWithSHAAnd3-KeyTripleDES-CBC", "3des", 24, 8, None),
     "1.2.840.113549.1.12.1.4": ("pbeWithSHAAnd2-KeyTripleDES-CBC", "3des", 16, 8, None),
     "1.2.840.113549.1.12.1.5": ("pbeWithSHAAnd128BitRC2-CBC", "rc2", 16, 8, 128),
-    "1.2.840.113549.1.12.1.6": ("pbeWithSHAAnd40BitRC2-CBC", "rc2", 5, 8, 40),
+    PBE_SHA1_RC2_40: ("pbeWithSHAAnd40BitRC2-CBC", "rc2", 5, 8, 40),
 }
 PKCS12_RC4 = {"1.2.840.113549.1.12.1.1": "pbeWithSHAAnd128BitRC4",
               "1.2.840.113549.1.12.1.2": "pbeWithSHAAnd40BitRC4"}

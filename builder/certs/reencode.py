@@ -9,8 +9,9 @@ ship it.
 
 Two checks, so that a fleet does not pay every p12's key derivations twice (once in OpenSSL to
 write it, once here to read it back):
-- every p12: its structure, read without the password (certs/protection.py): MAC, every
-  container's and key bag's PBE, iteration counts, salt sizes, nothing left unencrypted;
+- every p12: its structure, read without the password (certs/protection.py, the reader that
+  inspect and profile verify use too): MAC, every container's and key bag's PBE, iteration
+  counts, salt sizes, nothing left unencrypted;
 - the first p12 each process makes (and any with full_check=True): also a complete read with
   the password by fleetpkg's own reader (MAC verified, bags decrypted, key paired with the
   certificate, chain count). That catches an OpenSSL/cryptography build that writes the right
@@ -33,10 +34,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ..errors import CertificateError, FleetpkgError
 from .model import Identity
-from .pfx import identity_from, parse_pfx
-from .protection import read_protection
+from .pbe import PBE_SHA1_3DES
+from .pfx import MacInfo, identity_from, parse_pfx
+from .protection import Unsupported, read_protection
 
-PBE_SHA1_3DES = "1.2.840.113549.1.12.1.3"
 ITERATIONS = 2048
 SALT_BYTES = 8  # what OpenSSL and Apple write (PKCS5_SALT_LEN)
 PASSWORD_LENGTH = 32
@@ -106,8 +107,8 @@ def check_structure(p12: bytes, password: str, *, where: str | None = None) -> N
         fail(exc.message)
         return
     mac = prot.mac
-    if (mac is None or mac.scheme != "pkcs12" or mac.hash != "sha1" or mac.kdf_hash != "sha1"
-            or mac.iterations != ITERATIONS):
+    if (not isinstance(mac, MacInfo) or mac.scheme != "pkcs12" or mac.hash != "sha1"
+            or mac.kdf_hash != "sha1" or mac.iterations != ITERATIONS):
         fail(f"MAC is {mac.name if mac else 'absent'} with {mac.iterations if mac else 0} iterations, "
              f"expected HMAC-SHA1 with {ITERATIONS}")
     if len(mac.salt) != SALT_BYTES or len(mac.digest) != 20:
@@ -121,6 +122,8 @@ def check_structure(p12: bytes, password: str, *, where: str | None = None) -> N
     if prot.plain_certs or not prot.container_pbes:
         fail("the certificate bags are not encrypted")
     for pbe in (*prot.shrouded_keys, *prot.container_pbes):
+        if isinstance(pbe, Unsupported):
+            fail(f"found {pbe.name} ({pbe.reason}), expected pbeWithSHAAnd3-KeyTripleDES-CBC")
         if pbe.oid != PBE_SHA1_3DES or pbe.iterations != ITERATIONS:
             fail(f"found {pbe.name} with {pbe.iterations} iterations, expected "
                  f"pbeWithSHAAnd3-KeyTripleDES-CBC with {ITERATIONS}")

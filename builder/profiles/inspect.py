@@ -15,10 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from ..certs.protection import describe_protection, read_protection
 from ..errors import FormatError
 from . import cms
 from .model import PKCS1, PKCS12, ROOT
-from .p12info import pkcs12_algorithms
 
 CERT_TYPES = {ROOT, PKCS1, "com.apple.security.pem"}
 
@@ -108,7 +108,7 @@ def _describe_identity(payload: dict) -> dict[str, Any]:
         out["problem"] = "PayloadContent is not data"
         return out
     try:
-        out["pkcs12"] = pkcs12_algorithms(blob)
+        out["pkcs12"] = describe_protection(read_protection(blob))
     except FormatError as exc:
         out["problem"] = exc.message
         return out

@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from ..certs.protection import macos_problems, read_protection
 from ..errors import FormatError
 from . import cms
 from .inspect import CERT_TYPES, _load_cert, certificate_facts, load_plist, name_text, split_signed
 from .model import PKCS12
-from .p12info import macos_compatible, pkcs12_algorithms
 
 MAX_CHAIN = 10
 
@@ -153,7 +153,7 @@ def _check_payload(payload: Any, index: int) -> list[str]:
         if not isinstance(blob, bytes):
             return problems + [f"{where} (pkcs12) PayloadContent is not data"]
         try:
-            problems += [f"{where}: {p}" for p in macos_compatible(pkcs12_algorithms(blob))]
+            problems += [f"{where}: {p}" for p in macos_problems(read_protection(blob))]
         except FormatError as exc:
             return problems + [f"{where}: {exc.message}"]
         password = payload.get("Password")

@@ -195,6 +195,19 @@ def test_verify_flags_macos_incompatible_p12_and_bad_password(pki, device_args):
     assert any("does not open" in p for p in problems)
 
 
+def test_inspect_names_pkcs12_algorithms_fleetpkg_cannot_use(pki, device_args):
+    """An identity made by `openssl pkcs12 -legacy` with RC4 bags: reported by name, flagged."""
+    rc4 = factory.openssl_pfx(pki.device.certificate, pki.device.key, b"pw12345", (), "-legacy",
+                              "-keypbe", "PBE-SHA1-RC4-128", "-certpbe", "PBE-SHA1-RC4-40")
+    profile = device_profile(**device_args)
+    profile["PayloadContent"][0].update(PayloadContent=rc4, Password="pw12345")
+    ident = describe_mobileconfig(render_xml(profile))["payloads"][0]
+    assert ident["pkcs12"] == {"mac": "sha1", "mac_iterations": 2048,
+                               "certificate_encryption": ["pbeWithSHA1And40BitRC4"],
+                               "key_encryption": ["pbeWithSHA1And128BitRC4"]}
+    problems = verify_profile(render_xml(profile), [])["problems"]
+    assert any("key encryption pbeWithSHA1And128BitRC4 is not importable by macOS" in p for p in problems)
+
 def test_verify_structure_problems(pki):
     profile = trust_profile(fleet="F", organization="O", identifier_prefix="com.acme.x",
                             roots=[pki.root.certificate], intermediates=[pki.issuing.certificate])
