@@ -152,9 +152,11 @@ def _pbe_name(pbe: Pbe | Unsupported) -> str:
 
 
 def _mac_name(mac: MacInfo | Unsupported | None) -> str | None:
-    if mac is None or isinstance(mac, Unsupported):
-        return None if mac is None else mac.name
-    return mac.hash if mac.scheme == "pkcs12" else mac.name
+    if mac is None:
+        return None
+    if isinstance(mac, MacInfo) and mac.scheme == "pkcs12":
+        return mac.hash
+    return mac.name
 
 
 def describe_protection(prot: Protection) -> dict[str, Any]:
