@@ -22,7 +22,7 @@ from .pfx import (CERT_BAG, DATA, ENCRYPTED_DATA, KEY_BAG, PBMAC1, SHROUDED_KEY_
                   MacInfo, _parse_mac, iter_safe_bags)
 from .tlv import oid
 
-# What macOS imports (docs/profiles-and-mdm.md section 4): an HMAC-SHA1 MAC and these bag PBEs.
+# What macOS imports (profiles-and-mdm.md §4): an HMAC-SHA1 MAC and these bag PBEs.
 MACOS_BAG_PBES = frozenset({PBE_SHA1_3DES, PBE_SHA1_RC2_40})
 
 
