@@ -82,8 +82,9 @@ dist = Distribution(
     title="ACME 1E Client", options=(("customize", "never"), ("require-scripts", "false"),
                                      ("hostArchitectures", "x86_64,arm64")),
     choices_outline=(Line("default", (Line("com.vendor.client"), Line("com.acme.configure"))),),
-    choices=(Choice("default"), Choice("com.vendor.client", (("visible", "false"),), ("com.vendor.client",)),
-             Choice("com.acme.configure", (("visible", "false"),), ("com.acme.configure",))),
+    choices=(Choice("default"),
+             Choice("com.vendor.client", (("visible", "false"),), (PkgRef("com.vendor.client"),)),
+             Choice("com.acme.configure", (("visible", "false"),), (PkgRef("com.acme.configure"),))),
     pkg_refs=(PkgRef("com.vendor.client", "5.1.0.12", 0, "Root", "none", "#vendor.pkg"),
               PkgRef("com.acme.configure", "1", 0, "Root", "none", "#configure.pkg")),
     product=(("id", "com.acme.wrapper"), ("version", "1")))
