@@ -21,7 +21,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
@@ -29,7 +28,6 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from .. import der
-from ..certs.cafile import parse_certificates
 from ..certs.chain import describe, signed_by
 from ..errors import EnrollError, FormatError
 from ..pkg import cms
@@ -300,11 +298,7 @@ def read_reply(data: bytes, request: Request, requester: Requester,
         if not content:
             raise EnrollError("the CA answered SUCCESS with no content")
         inner = decrypt_envelope(content, requester.certificate, requester.key)
-        try:
-            certs = tuple(pkcs7.load_der_pkcs7_certificates(inner))
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise EnrollError(f"the CA's SUCCESS reply does not hold a certificate set ({exc})") from None
-        return Reply(SUCCESS, certificates=certs)
+        return Reply(SUCCESS, certificates=tuple(certificate_set(inner)))
     except FormatError as exc:
         raise EnrollError(f"the CA's reply is malformed ({exc})") from None
 
@@ -382,12 +376,30 @@ class CaCertificates:
         return self.encryption not in self.chain
 
 
+def certificate_set(data: bytes) -> list[x509.Certificate]:
+    """The certificates of a certs-only ("degenerate") PKCS#7, in the order sent. Read with the
+    CMS reader rather than load_der_pkcs7_certificates, which warns about (and may come to
+    refuse) the unsorted SET OF that NDES and openssl crl2pkcs7 write."""
+    certs = []
+    for raw in cms.parse_signed_data(data).certificates:
+        cert = cms.load_certificate(raw)
+        if cert is None:
+            raise FormatError("the certificate set holds a malformed certificate")
+        certs.append(cert)
+    return certs
+
+
 def parse_ca_certificates(body: bytes) -> list[x509.Certificate]:
     """GetCACert's body: one DER certificate (application/x-x509-ca-cert) or a certs-only
-    degenerate PKCS#7 (application/x-x509-ca-ra-cert); PEM is accepted too."""
+    PKCS#7 (application/x-x509-ca-ra-cert); PEM certificates are accepted too."""
+    certs: list[x509.Certificate] = []
     try:
-        certs = parse_certificates(body)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+        if body.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
+            certs = x509.load_pem_x509_certificates(body)
+        else:
+            single = cms.load_certificate(body)
+            certs = [single] if single is not None else certificate_set(body)
+    except (ValueError, FormatError):
         certs = []
     if not certs:
         raise EnrollError("GetCACert did not return a certificate or a PKCS#7 certificate set")
