@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID, NameOID
 
-from .. import der
 from ..certs.chain import describe, signed_by
 from ..errors import EnrollError, FormatError
-from ..pkg import cms
+from ..formats import der
+from ..formats.pkg import cms
 from ..profiles.cms import issuer_der
 
 # SCEP signed attributes (RFC 8894 section 3.2.1)
@@ -53,9 +53,8 @@ PKI_STATUS = {"0": SUCCESS, "2": FAILURE, "3": PENDING}
 FAIL_INFO = {
     "0": ("badAlg", "the CA does not accept the request's algorithms"),
     "1": ("badMessageCheck", "the CA could not verify the request's signature"),
-    "2": ("badRequest", "the CA refused the request: a wrong or already used challenge password, "
-                        "a subject its template does not allow, or a certificate for this name "
-                        "it will not renew yet"),
+    "2": ("badRequest", "a wrong or already used challenge password, a subject its template "
+                        "does not allow, or a certificate for this name it will not renew yet"),
     "3": ("badTime", "the request's time is not acceptable to the CA (check both clocks)"),
     "4": ("badCertId", "the CA found no certificate or request matching the transaction"),
 }
@@ -72,16 +71,16 @@ _PRINTABLE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 
 
 def fail_info_words(code: str | None, text: str | None = None) -> str:
-    """`failInfo 2` -> "badRequest: the CA refused the request: ..." (plus failInfoText if sent)."""
+    """`failInfo 2` -> "badRequest (a wrong or already used challenge ...)" (+ failInfoText)."""
     if code is None:
         words = "no failInfo given"
     elif code in FAIL_INFO:
         name, meaning = FAIL_INFO[code]
-        words = f"{name}: {meaning}"
+        words = f"{name} ({meaning})"
     else:
         words = f"failInfo {code!r} (not defined by RFC 8894)"
     if text:
-        words += f" (the CA says: {' '.join(text.split())[:200]})"
+        words += f"; the CA says: {' '.join(text.split())[:200]}"
     return words
 
 

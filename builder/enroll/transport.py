@@ -11,6 +11,7 @@ costs at most `max_wait` seconds per device.
 from __future__ import annotations
 
 import base64
+import http.client
 import ssl
 import time
 import urllib.error
@@ -110,6 +111,8 @@ class Client:
             raise EnrollError(f"no answer within {self.timeout:g} s", where=where) from None
         except OSError as exc:  # reset connections, TLS errors after connecting...
             raise EnrollError(f"connection failed ({exc.strerror or exc})", where=where) from None
+        except http.client.HTTPException as exc:  # a truncated or garbled HTTP answer
+            raise EnrollError(f"broken HTTP answer ({type(exc).__name__})", where=where) from None
         if len(data) > MAX_BODY:
             raise EnrollError(f"the answer is larger than {MAX_BODY} bytes", where=where)
         return data, kind

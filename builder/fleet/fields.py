@@ -35,3 +35,17 @@ def existing_file(root: Path, shown_root: Path, value: str, where: str,
     if not full.is_file():
         raise ConfigError(f"{shown}: not a regular file", where=where)
     return full
+
+
+def future_file(root: Path, shown_root: Path, value: str, where: str) -> Path:
+    """A file that may not exist yet (`enroll` writes it) in a folder that does: nothing is
+    created from a path in an inventory. If it exists it must be a regular file."""
+    rel = Path(value).expanduser()
+    full = rel if rel.is_absolute() else root / rel
+    shown = rel if rel.is_absolute() else shown_root / rel
+    if full.exists():
+        return existing_file(root, shown_root, value, where)
+    if not full.parent.is_dir():
+        raise ConfigError(f"{shown.parent}: no such folder for {shown.name}", where=where,
+                          hint="create the folder; paths are relative to the file that names them")
+    return full

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
-from .fields import existing_file, suggest
+from .fields import existing_file, future_file, suggest
 from .model import Device, Inventory
 from .passwords import ENV_NAME, PasswordSource
 
@@ -23,7 +23,9 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _SERIAL = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 
 
-def load_devices(inventory: Inventory, root: Path, shown_root: Path) -> tuple[Device, ...]:
+def load_devices(inventory: Inventory, root: Path, shown_root: Path, *,
+                 missing_pfx_ok: bool = False) -> tuple[Device, ...]:
+    """The devices in inventory order; missing_pfx_ok: a .pfx may not exist yet (`enroll`)."""
     csv_path = inventory.path
     try:
         rel = csv_path.relative_to(root)
@@ -63,7 +65,8 @@ def load_devices(inventory: Inventory, root: Path, shown_root: Path) -> tuple[De
                               f"({','.join(header)})", where=where,
                               hint="leave a field empty rather than dropping its comma")
         row = dict(zip(header, cells))
-        device = _csv_device(row, where, folder, shown_folder, shown, lineno, inventory)
+        device = _csv_device(row, where, folder, shown_folder, shown, lineno, inventory,
+                             missing_pfx_ok)
         folded = device.hostname.casefold()
         if folded in seen:
             first = seen[folded]
@@ -99,7 +102,7 @@ def _csv_header(cells: list[str], where: str) -> list[str]:
 
 
 def _csv_device(row: dict[str, str], where: str, folder: Path, shown_folder: Path,
-                shown: str, lineno: int, inventory: Inventory) -> Device:
+                shown: str, lineno: int, inventory: Inventory, missing_pfx_ok: bool) -> Device:
     hostname = row["hostname"]
     if not hostname:
         raise ConfigError("hostname is empty", where=where)
@@ -111,7 +114,7 @@ def _csv_device(row: dict[str, str], where: str, folder: Path, shown_folder: Pat
     dev = f"{where} (device {hostname})"
     if not row["pfx"]:
         raise ConfigError("pfx is empty", where=dev, hint="give the path of this Mac's .pfx")
-    pfx = existing_file(folder, shown_folder, row["pfx"], dev)
+    pfx = (future_file if missing_pfx_ok else existing_file)(folder, shown_folder, row["pfx"], dev)
     serial = row.get("serial") or None
     if serial is not None and not _SERIAL.match(serial):
         raise ConfigError(f"serial {serial!r} is not a serial number (letters, digits, '-')",

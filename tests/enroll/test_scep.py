@@ -110,7 +110,7 @@ def test_pkcsreq_verifies_and_decrypts_with_openssl(tmp_path, ca, requester):
 
 
 def scep_secret():
-    from builder.passwords import Secret
+    from builder.fleet.passwords import Secret
     return Secret(CHALLENGE)
 
 
@@ -160,15 +160,14 @@ def test_decrypt_envelope_from_openssl(tmp_path, requester, cipher):
 
 
 def test_fail_info_words():
-    assert scep.fail_info_words("2").startswith("badRequest: the CA refused the request")
-    assert "challenge" in scep.fail_info_words("2")
-    assert scep.fail_info_words("0").startswith("badAlg")
-    assert scep.fail_info_words("1").startswith("badMessageCheck")
-    assert scep.fail_info_words("3").startswith("badTime")
-    assert scep.fail_info_words("4").startswith("badCertId")
+    assert scep.fail_info_words("2").startswith("badRequest (a wrong or already used challenge password")
+    assert scep.fail_info_words("0").startswith("badAlg (the CA does not accept")
+    assert scep.fail_info_words("1").startswith("badMessageCheck (")
+    assert scep.fail_info_words("3").startswith("badTime (")
+    assert scep.fail_info_words("4").startswith("badCertId (")
     assert "not defined" in scep.fail_info_words("9")
     assert scep.fail_info_words(None) == "no failInfo given"
-    assert scep.fail_info_words("2", "Password\nexpired").endswith("(the CA says: Password expired)")
+    assert scep.fail_info_words("2", "Password\nexpired").endswith("; the CA says: Password expired")
 
 
 # -- GetCACert: NDES-shaped sets made by openssl crl2pkcs7 ----------------------------------
