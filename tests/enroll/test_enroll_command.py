@@ -330,3 +330,62 @@ def test_only_unknown_host_is_a_usage_error(tmp_path, scep_server):
     assert r.returncode == 2
     assert r.stderr == "fleetpkg: error: --only mac07: no such device in the inventory (did you mean mac70?)\n"
     assert scep_server.operations() == []
+
+
+ARGV_SNAPSHOT = """\
+import os, sys
+seen = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            seen.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" "))
+        except OSError:
+            pass
+open(sys.argv[1], "ab").write(b"\\n".join(seen) + b"\\n")
+print(os.environ["SNAPSHOT_CHALLENGE"])
+"""
+
+
+def test_secrets_stay_out_of_argv_logs_json_and_files(tmp_path, scep_server):
+    """While requests run, no process has the challenge or a .pfx password in its argv; neither
+    reaches stdout, stderr, JSON, the server's log or any file but the encrypted .pfx."""
+    root = tmp_path / "fleet"
+    root.mkdir()
+    (root / "snapshot.py").write_text(ARGV_SNAPSHOT)
+    command = json.dumps([sys.executable, "snapshot.py", "argv.txt"])
+    toml = make_fleet(root, scep_server, ["mac80,pfx/mac80.pfx,", "mac81,pfx/mac81.pfx,ROW_PFX_PASSWORD"],
+                      challenge=f"challenge_command = {command}")
+    for args in (["--json"], ["--json", "--renew-within", "3650"], []):
+        r = enroll(toml, "enroll", *args, env={"SNAPSHOT_CHALLENGE": CHALLENGE})
+        assert r.returncode == 1 and r.stderr == "", r.stderr
+        assert_no_secret(r)
+    # the test's scepserver has its challenge in its own argv (-challenge): leave it out
+    snapshot = b"\n".join(line for line in (root / "argv.txt").read_bytes().splitlines()
+                           if str(scep_server.depot).encode() not in line)
+    assert b"builder.cli enroll" in snapshot  # the snapshot saw fleetpkg itself
+    for secret in (PASSWORD, ROW_PASSWORD, CHALLENGE):
+        assert secret.encode() not in snapshot
+        assert secret.encode() not in scep_server.log.read_bytes()
+        for path in root.rglob("*"):
+            if path.is_file() and path.name not in ("snapshot.py", "argv.txt"):
+                assert secret.encode() not in path.read_bytes(), path
+    assert sorted(p.name for p in (root / "pfx").iterdir()) == [
+        "mac80.pfx", "mac80.pfx.previous", "mac81.pfx", "mac81.pfx.previous"]
+    assert "has_challenge=true" in scep_server.log.read_text()
+
+
+def test_progress_bar_on_a_terminal(tmp_path, scep_server):
+    from tests.cli.test_progress import run_on_pty
+
+    root = tmp_path / "fleet"
+    root.mkdir()
+    (root / "challenge.txt").write_text(CHALLENGE + "\n")
+    toml = make_fleet(root, scep_server, [f"mac9{i},pfx/mac9{i}.pfx," for i in range(3)],
+                      challenge='challenge_file = "challenge.txt"')
+    rc, out, err = run_on_pty("enroll", toml.name, cwd=root)
+    assert rc == 1, err
+    assert err.split("\r")[-1].startswith("[" + "#" * 30 + "] 3/3 devices ")
+    assert "\x1b" not in out and "acme-scep: 3 enrolled, 0 renewed, 0 kept, 0 failed" in out
+    assert CHALLENGE not in out + err and PASSWORD not in out + err
+    rc, out, err = run_on_pty("enroll", toml.name, "--json", cwd=root)
+    assert rc == 1 and err == "" and json.loads(out)["summary"]["kept"] == 3
