@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import AttributeOID, NameOID
+from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 
 from ..certs.chain import describe, signed_by
 from ..errors import EnrollError, FormatError
@@ -42,6 +42,7 @@ OID_RECIPIENT_NONCE = "2.16.840.1.113733.1.9.6"
 OID_TRANSACTION_ID = "2.16.840.1.113733.1.9.7"
 OID_FAIL_INFO_TEXT = "1.3.6.1.5.5.7.24.1"
 OID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
+OID_DES_EDE3_CBC = "1.2.840.113549.3.7"
 
 CERT_REP, PKCS_REQ, CERT_POLL = "3", "19", "20"
 MESSAGE_TYPES = {"3": "CertRep", "17": "RenewalReq", "19": "PKCSReq", "20": "CertPoll",
@@ -64,8 +65,11 @@ _HASHES = {"sha512": hashes.SHA512, "sha256": hashes.SHA256, "sha1": hashes.SHA1
 
 # content encryption of a CertRep's envelope: AES goes to pkcs7_decrypt_der, DES-family here
 _AES_CBC = {"2.16.840.1.101.3.4.1.2", "2.16.840.1.101.3.4.1.22", "2.16.840.1.101.3.4.1.42"}
-_DES_CBC = {"1.3.14.3.2.7": 8, "1.2.840.113549.3.7": 24}  # OID -> key length (DES, 3DES)
+_DES_CBC = {"1.3.14.3.2.7": 8, OID_DES_EDE3_CBC: 24}  # OID -> key length (DES, 3DES)
 
+REQUESTED_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True, content_commitment=False, key_encipherment=True, data_encipherment=False,
+    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
 SIGNER_VALIDITY = timedelta(days=1)  # the transient self-signed certificate's lifetime
 _PRINTABLE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
 
@@ -139,10 +143,14 @@ def transaction_id(public_key: rsa.RSAPublicKey) -> str:
 
 def build_csr(requester: Requester, hostname: str, challenge: bytes | None,
               digest: str = "sha256") -> bytes:
-    """PKCS#10 (DER): the requested subject, SAN DNS = hostname, and the challengePassword
+    """PKCS#10 (DER): the requested subject, SAN DNS = hostname, the usages the vendor's rules
+    need (a CA that honours requested extensions issues them; NDES picks its general-purpose
+    template for a request asking for both signature and encryption), and the challengePassword
     (PrintableString when it fits that alphabet, else UTF8String; both are DirectoryString)."""
     builder = (x509.CertificateSigningRequestBuilder().subject_name(requester.subject)
-               .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+               .add_extension(REQUESTED_KEY_USAGE, critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
     if challenge is not None:
         text = bytes(challenge).decode("utf-8")
         # `_tag` is cryptography's (underscored) way to pick the string type; UTF8 otherwise
@@ -153,10 +161,35 @@ def build_csr(requester: Requester, hostname: str, challenge: bytes | None,
     return csr.public_bytes(serialization.Encoding.DER)
 
 
-def envelope(content: bytes, recipient: x509.Certificate) -> bytes:
-    """pkcsPKIEnvelope: `content` encrypted (AES-128-CBC) to the CA/RA encryption certificate."""
-    return (pkcs7.PKCS7EnvelopeBuilder().set_data(content).add_recipient(recipient)
-            .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
+def envelope(content: bytes, recipient: x509.Certificate, cipher: str = "aes128") -> bytes:
+    """pkcsPKIEnvelope: `content` encrypted to the CA/RA encryption certificate, with AES-128-CBC
+    (PKCS7EnvelopeBuilder) or, for a server that does not offer AES (NDES lists only DES3 in
+    GetCACaps), 3DES-CBC, which RFC 8894 keeps for such servers and PKCS7EnvelopeBuilder lacks."""
+    if cipher == "aes128":
+        return (pkcs7.PKCS7EnvelopeBuilder().set_data(content).add_recipient(recipient)
+                .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
+    if cipher != "des3":
+        raise ValueError(f"unknown content cipher {cipher!r}")
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+
+    session, iv = os.urandom(24), os.urandom(8)
+    pad = 8 - len(content) % 8
+    encryptor = Cipher(TripleDES(session), modes.CBC(iv)).encryptor()
+    encrypted = encryptor.update(content + bytes([pad]) * pad) + encryptor.finalize()
+    transported = recipient.public_key().encrypt(session, padding.PKCS1v15())
+    recipient_info = der.seq(
+        der.integer(0),
+        der.seq(issuer_der(recipient), der.integer(recipient.serial_number)),
+        cms.algorithm(cms.OID_RSA),
+        der.octets(transported),
+    )
+    enveloped = der.seq(
+        der.integer(0),
+        der.set_of(recipient_info),
+        der.seq(der.oid(cms.OID_DATA), der.seq(der.oid(OID_DES_EDE3_CBC), der.octets(iv)),
+                der.tlv(0x80, encrypted)),
+    )
+    return der.seq(der.oid(OID_ENVELOPED_DATA), der.explicit(0, enveloped))
 
 
 def _printable(text: str) -> bytes:
@@ -164,10 +197,10 @@ def _printable(text: str) -> bytes:
 
 
 def _pki_message(requester: Requester, message_type: str, content: bytes, recipient: x509.Certificate,
-                 digest: str, nonce: bytes | None = None) -> Request:
+                 digest: str, cipher: str) -> Request:
     """SignedData{id-data: envelope(content)} signed by the requester with SCEP's attributes."""
-    nonce = nonce if nonce is not None else os.urandom(16)
-    enveloped = envelope(content, recipient)
+    nonce = os.urandom(16)
+    enveloped = envelope(content, recipient, cipher)
     digest_oid = DIGEST_OIDS[digest]
     attrs = der.set_of(
         cms.attribute(cms.OID_CONTENT_TYPE, der.oid(cms.OID_DATA)),
@@ -198,16 +231,16 @@ def _pki_message(requester: Requester, message_type: str, content: bytes, recipi
 
 
 def pkcs_req(requester: Requester, csr: bytes, recipient: x509.Certificate,
-             digest: str = "sha256") -> Request:
+             digest: str = "sha256", cipher: str = "aes128") -> Request:
     """PKCSReq (19): the CSR, enveloped to `recipient`, signed by the requester."""
-    return _pki_message(requester, PKCS_REQ, csr, recipient, digest)
+    return _pki_message(requester, PKCS_REQ, csr, recipient, digest, cipher)
 
 
 def cert_poll(requester: Requester, ca: x509.Certificate, recipient: x509.Certificate,
-              digest: str = "sha256") -> Request:
+              digest: str = "sha256", cipher: str = "aes128") -> Request:
     """CertPoll (20, GetCertInitial in older drafts): IssuerAndSubject for the same transaction."""
     body = der.seq(ca.subject.public_bytes(), requester.subject.public_bytes())
-    return _pki_message(requester, CERT_POLL, body, recipient, digest)
+    return _pki_message(requester, CERT_POLL, body, recipient, digest, cipher)
 
 
 # -- replies --------------------------------------------------------------------------------

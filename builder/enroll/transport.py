@@ -64,8 +64,11 @@ class Server:
         return "sha1"  # RFC 8894 3.5.2: a server listing neither is a legacy one
 
     @property
-    def aes(self) -> bool:
-        return bool({"aes", "scepstandard"} & self.caps)
+    def cipher(self) -> str:
+        """AES-128-CBC when offered; else 3DES, which RFC 8894 keeps for servers that predate
+        AES (NDES lists POSTPKIOperation, Renewal, SHA-512, SHA-256, SHA-1 and DES3). Single
+        DES is never used: RFC 8894 forbids it."""
+        return "aes128" if {"aes", "scepstandard"} & self.caps else "des3"
 
 
 class Client:
@@ -150,12 +153,6 @@ class Client:
         except EnrollError as exc:
             raise EnrollError(exc.message, where=f"GetCACert {self.url}", hint=exc.hint) from None
         server = Server(self.url, caps, roles)
-        if not server.aes:
-            raise EnrollError("the server does not offer AES (GetCACaps lists "
-                              f"{', '.join(sorted(caps)) or 'nothing'}); fleetpkg encrypts "
-                              "requests with AES only", where=f"GetCACaps {self.url}",
-                              hint="enable AES on the SCEP server (NDES has it since Windows "
-                                   "Server 2012)")
         return server
 
 
@@ -165,7 +162,7 @@ def enroll(client: Client, server: Server, requester: scep.Requester, csr: bytes
     """PKCSReq, then CertPoll while the CA says PENDING, on the `delays` schedule. Returns the
     final SUCCESS or FAILURE reply; a CA still pending when the schedule ends is an EnrollError."""
     roles = server.roles
-    request = scep.pkcs_req(requester, csr, roles.encryption, server.digest)
+    request = scep.pkcs_req(requester, csr, roles.encryption, server.digest, server.cipher)
     reply = scep.read_reply(client.pki_operation(request.message, post=server.post), request,
                             requester, roles.trusted)
     polls = 0
@@ -178,7 +175,8 @@ def enroll(client: Client, server: Server, requester: scep.Requester, csr: bytes
                               hint="approve it at the CA; the next run sends a new request")
         sleep(delay)
         polls += 1
-        request = scep.cert_poll(requester, roles.issuer, roles.encryption, server.digest)
+        request = scep.cert_poll(requester, roles.issuer, roles.encryption, server.digest,
+                                  server.cipher)
         reply = scep.read_reply(client.pki_operation(request.message, post=server.post), request,
                                 requester, roles.trusted)
     return reply

@@ -77,10 +77,11 @@ def requester():
     return scep.new_requester(rsa_key(0), scep.subject_name("Mac-01.acme.local", [("O", "ACME Corp"), ("OU", "Macs")]))
 
 
-def test_pkcsreq_verifies_and_decrypts_with_openssl(tmp_path, ca, requester):
+@pytest.mark.parametrize("cipher,printed_oid", [("aes128", "aes-128-cbc"), ("des3", "des-ede3-cbc")])
+def test_pkcsreq_verifies_and_decrypts_with_openssl(tmp_path, ca, requester, cipher, printed_oid):
     ca_key, ca_cert = ca
     csr = scep.build_csr(requester, "Mac-01.acme.local", scep_secret())
-    request = scep.pkcs_req(requester, csr, ca_cert)
+    request = scep.pkcs_req(requester, csr, ca_cert, cipher=cipher)
     msg = tmp_path / "req.der"
     msg.write_bytes(request.message)
     # the signature over the signed attributes, with the embedded self-signed certificate
@@ -96,6 +97,7 @@ def test_pkcsreq_verifies_and_decrypts_with_openssl(tmp_path, ca, requester):
     # the envelope opens with the CA's key and holds our CSR with the challenge
     env = tmp_path / "env.der"
     env.write_bytes(enveloped)
+    assert printed_oid in openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", str(env)).decode()
     inner = openssl("cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(env),
                     "-recip", str(pem(tmp_path / "ca.pem", ca_cert)),
                     "-inkey", str(pem(tmp_path / "ca.key", ca_key)))
@@ -103,6 +105,7 @@ def test_pkcsreq_verifies_and_decrypts_with_openssl(tmp_path, ca, requester):
     text = openssl("req", "-inform", "DER", "-noout", "-text", "-verify", input=inner).decode()
     assert "CN=Mac-01.acme.local" in text.replace(" ", "") and "O=ACMECorp" in text.replace(" ", "")
     assert "DNS:Mac-01.acme.local" in text
+    assert "Digital Signature, Key Encipherment" in text and "TLS Web Client Authentication" in text
     assert CHALLENGE.decode() in text  # openssl shows the challengePassword attribute
     parsed = x509.load_der_x509_csr(inner)
     assert parsed.is_signature_valid

@@ -27,21 +27,27 @@ def test_connect_reads_caps_and_pins_the_ca(scep_server):
     client = transport.Client(scep_server.url, timeout=5)
     server = client.connect(scep_server.fingerprint)
     assert {"postpkioperation", "aes", "sha-256"} <= server.caps
-    assert server.post and server.aes and server.digest == "sha256"
+    assert server.post and server.cipher == "aes128" and server.digest == "sha256"
     assert server.roles.encryption == server.roles.signing == server.roles.issuer == scep_server.ca
     assert scep_server.operations() == ["GetCACaps", "GetCACert"]
     with pytest.raises(EnrollError, match="no certificate from GetCACert matches"):
         client.connect("ab" * 32)
 
 
-@pytest.mark.parametrize("post", [True, False])
-def test_enrol_by_post_and_by_get(scep_server, post):
+@pytest.mark.parametrize("post,aes", [(True, True), (False, True), (True, False)])
+def test_enrol_by_post_and_by_get_with_aes_or_3des(scep_server, post, aes):
+    """Caps decide: without POSTPKIOperation the message goes base64 in the URL; without AES
+    (NDES lists only DES3) the envelope is 3DES."""
     client = transport.Client(scep_server.url, timeout=5)
     server = client.connect(scep_server.fingerprint)
-    if not post:  # a server without POSTPKIOperation: the message goes base64 in the URL
-        server = dataclasses.replace(server, caps=server.caps - {"postpkioperation", "scepstandard"})
-    assert server.post is post
-    hostname = "mac-post" if post else "mac-get"
+    drop = set()  # SCEPStandard implies both POSTPKIOperation and AES
+    if not post:
+        drop |= {"postpkioperation", "scepstandard"}
+    if not aes:
+        drop |= {"aes", "scepstandard"}
+    server = dataclasses.replace(server, caps=server.caps - drop)
+    assert server.post is post and server.cipher == ("aes128" if aes else "des3")
+    hostname = f"mac-{'post' if post else 'get'}-{'aes' if aes else 'des3'}"
     req = requester(hostname)
     reply = transport.enroll(client, server, req, scep.build_csr(req, hostname, CHALLENGE.encode()))
     assert reply.status == scep.SUCCESS
