@@ -389,3 +389,38 @@ def test_progress_bar_on_a_terminal(tmp_path, scep_server):
     assert CHALLENGE not in out + err and PASSWORD not in out + err
     rc, out, err = run_on_pty("enroll", toml.name, "--json", cwd=root)
     assert rc == 1 and err == "" and json.loads(out)["summary"]["kept"] == 3
+
+
+INTERRUPTER = """\
+import os, signal, sys
+count_file = sys.argv[1]
+n = int(open(count_file).read()) + 1 if os.path.exists(count_file) else 1
+open(count_file, "w").write(str(n))
+if n == 2:
+    os.kill(os.getppid(), signal.SIGINT)  # Ctrl-C to fleetpkg while a request is under way
+print(os.environ["INTERRUPT_CHALLENGE"])
+"""
+
+
+def test_interrupted_run_leaves_every_pfx_old_or_new(tmp_path, scep_server):
+    root = tmp_path / "fleet"
+    root.mkdir()
+    (root / "interrupt.py").write_text(INTERRUPTER)
+    command = json.dumps([sys.executable, "interrupt.py", "calls.txt"])
+    hosts = ["mac90", "mac91", "mac92", "mac93"]
+    toml = make_fleet(root, scep_server, [f"{h},pfx/{h}.pfx," for h in hosts],
+                      challenge=f"challenge_command = {command}")
+    old = {h: openssl_pfx(scep_server, root / f"pfx/{h}.pfx", h, days=2) for h in ("mac91", "mac92")}
+    r = enroll(toml, "enroll", "--jobs", "1", env={"INTERRUPT_CHALLENGE": CHALLENGE})
+    assert r.returncode == 130 and r.stderr.strip() == "fleetpkg: aborted", r.stderr  # click: Ctrl-C
+    assert_no_secret(r)
+    assert (root / "calls.txt").read_text() == "2"  # no request started after the interrupt
+    for h in hosts:
+        path = root / f"pfx/{h}.pfx"
+        if h in old and path.read_bytes() == old[h]:
+            continue
+        if path.exists():  # otherwise: complete, readable, for this Mac
+            assert pfx_subject(path).endswith(f"CN = {h}")
+    assert pfx_subject(root / "pfx/mac90.pfx").endswith("CN = mac90")  # finished before the interrupt
+    assert (root / "pfx/mac92.pfx").read_bytes() == old["mac92"] and not (root / "pfx/mac93.pfx").exists()
+    assert not [p for p in (root / "pfx").iterdir() if p.name.endswith(".tmp")]
