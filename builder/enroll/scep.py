@@ -31,7 +31,7 @@ from ..certs.chain import describe, signed_by
 from ..errors import EnrollError, FormatError
 from ..formats import der
 from ..formats.pkg import cms
-from ..profiles.cms import issuer_der
+from ..profiles.cms import certificate_for, issuer_der
 
 # SCEP signed attributes (RFC 8894 section 3.2.1)
 OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
@@ -282,17 +282,10 @@ def _attribute_octets(si: cms.SignerInfo, oid: str) -> bytes | None:
 
 
 def _signer(si: cms.SignerInfo, trusted: Sequence[x509.Certificate]) -> x509.Certificate:
-    for cert in trusted:
-        if si.issuer is not None and cert.serial_number == si.serial and issuer_der(cert) == si.issuer:
-            return cert
-        if si.subject_key_id is not None:
-            try:
-                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            except (x509.ExtensionNotFound, ValueError):
-                continue
-            if ski.digest == si.subject_key_id:
-                return cert
-    raise EnrollError("the CA's reply is signed by a certificate that GetCACert did not vouch for")
+    cert = certificate_for(si, trusted)
+    if cert is None:
+        raise EnrollError("the CA's reply is signed by a certificate that GetCACert did not vouch for")
+    return cert
 
 
 def read_reply(data: bytes, request: Request, requester: Requester,
