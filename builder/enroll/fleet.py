@@ -42,7 +42,7 @@ RENEWABLE = ("private-key", "subject-hostname", "key-strength", "validity", "sel
 TEMPLATE_FIXES = {
     "key-usage": "in the certificate template NDES issues from (Extensions > Key Usage) select "
                  "Digital signature and 'Allow key exchange only with key encryption (key "
-                 "encipherment)'; the request tab must use an RSA key",
+                 "encipherment)', with an RSA key (Cryptography tab)",
     "eku-client-auth": "in the certificate template (Extensions > Application Policies) add "
                        "Client Authentication",
     "crl-http": "on the issuing CA (Properties > Extensions > CRL Distribution Point) add an "
@@ -149,6 +149,8 @@ def plan(device: Device, password: bytes, cas: Sequence[x509.Certificate], at: d
         current = check_device(device, password, cas, at)
     except FleetpkgError as exc:
         return _Step(device, RENEWED, f"the .pfx cannot be used ({_short(exc, device)})")
+    except OSError as exc:
+        return _Step(device, RENEWED, f"the .pfx cannot be read ({exc.strerror or exc})")
     renewable = sorted({f.rule for f in current.errors if f.rule in RENEWABLE})
     if renewable:
         return _Step(device, RENEWED, f"the certificate fails {', '.join(renewable)}", current)
@@ -214,7 +216,8 @@ def enroll_fleet(config: FleetConfig, *, only: Sequence[str] = (), renew_within_
                 finished(_kept(step))
             else:
                 steps.append(step)
-    steps.sort(key=lambda s: config.devices.index(s.device))
+    order = {d.hostname: i for i, d in enumerate(devices)}
+    steps.sort(key=lambda s: order[s.device.hostname])
 
     if steps:
         client = transport.Client(settings.scep_url, timeout=timeout, tls_cas=cas)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
 import time
 
 import pytest
@@ -127,3 +128,50 @@ def test_poll_schedule_is_bounded():
     assert delays[:4] == [5.0, 10.0, 20.0, 40.0] and max(delays) == 60.0
     assert sum(delays) == 300.0
     assert list(transport.poll_delays(first=1, factor=3, cap=5, max_wait=12)) == [1, 3, 5, 3]
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """`openssl s_server -WWW` on 127.0.0.1 with a certificate from its own test CA, serving a
+    GetCACaps answer as a file (s_server maps the whole request path, query included, to a file)."""
+    from cryptography import x509
+
+    from tests.conftest import require_tool
+    from tests.enroll.conftest import free_port
+
+    openssl = require_tool("openssl")
+    run = lambda *a: subprocess.run([openssl, *a], cwd=tmp_path, check=True, capture_output=True, timeout=60)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=TLS Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+        "-subj", "/CN=127.0.0.1")
+    (tmp_path / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "7",
+        "-days", "2", "-extfile", "ext", "-out", "srv.pem")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "scep?operation=GetCACaps").write_text("POSTPKIOperation\nAES\nSHA-256\n")
+    port = free_port()
+    proc = subprocess.Popen([openssl, "s_server", "-quiet", "-accept", f"127.0.0.1:{port}", "-cert",
+                             str(tmp_path / "srv.pem"), "-key", str(tmp_path / "srv.key"), "-WWW"],
+                            cwd=www, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "openssl s_server did not start"
+            time.sleep(0.05)
+    yield f"https://127.0.0.1:{port}/scep", x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_https_is_verified_against_system_and_trust_roots(tls_server):
+    url, ca = tls_server
+    with pytest.raises(EnrollError, match="CERTIFICATE_VERIFY_FAILED"):
+        transport.Client(url, timeout=5).get_ca_caps()  # the test CA is in no system store
+    caps = transport.Client(url, timeout=5, tls_cas=[ca]).get_ca_caps()  # [trust] certificates
+    assert caps == {"postpkioperation", "aes", "sha-256"}
