@@ -276,7 +276,9 @@ def _enrol(step: _Step, password: Secret, client: transport.Client, server: tran
         cert = reply.issued_for(key)
         data = store.pfx_bytes(device.hostname, key, cert, server.roles.chain, password)
         previous = store.write_pfx(device.pfx, data)
-        result = check_device(device, password, cas, at)  # the written file, read as `check` does
+        # the written file, read as `check` does, now: the certificate may start after the run did
+        # (micromdm's scepserver sets notBefore to the second it signs)
+        result = check_device(device, password, cas, max(at, datetime.now(timezone.utc)))
     except FleetpkgError as exc:
         return Outcome(device.hostname, FAILED, _short(exc, device))
     except OSError as exc:  # writing the .pfx: a read-only folder, a full disk
