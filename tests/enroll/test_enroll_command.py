@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO, require_tool
 from tests.enroll.conftest import CHALLENGE, ScepServer
 from tests.fleetfactory import PASSWORD, vendor_standin
