@@ -56,3 +56,8 @@ class SigningError(FleetpkgError):
 
 class BuildError(FleetpkgError):
     """A build step failed (vendor package unusable, output limits exceeded...)."""
+
+
+class EnrollError(FleetpkgError):
+    """A SCEP exchange failed: server unreachable or refusing, a reply that does not verify,
+    or a CA certificate that does not match the pinned fingerprint."""

@@ -16,7 +16,9 @@ from ..errors import CertificateError
 _PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
 
 
-def _from_bytes(data: bytes) -> list[x509.Certificate]:
+def parse_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificates in one blob: PEM (certificates or PKCS#7), DER certificate, or DER
+    certs-only PKCS#7 (also what a SCEP server's GetCACert answers). Raises ValueError et al."""
     if b"-----BEGIN" in data:
         found: list[x509.Certificate] = []
         if b"-----BEGIN CERTIFICATE-----" in data:
@@ -41,7 +43,7 @@ def load_ca_files(paths: Sequence[Path]) -> list[x509.Certificate]:
         except OSError as exc:
             raise CertificateError(f"cannot read the CA file ({exc.strerror or exc})", where=str(path)) from None
         try:
-            certs = _from_bytes(data)
+            certs = parse_certificates(data)
         except _PARSE_ERRORS as exc:
             raise CertificateError(f"not a certificate file ({exc})", where=str(path),
                                    hint="give PEM (BEGIN CERTIFICATE), DER .cer or .p7b files") from None

@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "demo",
     "init": "init",
     "check": "check",
+    "enroll": "enroll",
     "build": "build",
     "inspect": "inspect",
     "verify": "verify",

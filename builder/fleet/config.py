@@ -13,6 +13,7 @@ import difflib
 import ipaddress
 import os
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +23,17 @@ from urllib.parse import urlsplit
 from ..errors import ConfigError
 from .fields import existing_file, suggest
 from .inventory import load_devices
-from .model import (ClientSettings, Device, Fleet, FleetConfig, Inventory, MunkiTarget, Profiles, Signing,
-                    SigningIdentity, Targets, Trust, Vendor, split_list)
-from .passwords import ENV_NAME, PasswordSource
+from .model import (ClientSettings, Device, Enroll, Fleet, FleetConfig, Inventory, MunkiTarget, Profiles,
+                    Signing, SigningIdentity, Targets, Trust, Vendor, split_list)
+from .passwords import ENV_NAME, ChallengeSource, PasswordSource
 
-__all__ = ["ClientSettings", "Device", "Fleet", "FleetConfig", "Inventory", "MunkiTarget", "Profiles",
-           "Signing", "SigningIdentity", "Targets", "Trust", "Vendor", "load_config"]
+__all__ = ["ClientSettings", "Device", "Enroll", "Fleet", "FleetConfig", "Inventory", "MunkiTarget",
+           "Profiles", "Signing", "SigningIdentity", "Targets", "Trust", "Vendor", "load_config"]
 # ---------------------------------------------------------------------------------------------
 # Loading
 
-TABLES = ("fleet", "vendor", "client", "trust", "devices", "signing", "profiles", "targets")
+TABLES = ("fleet", "vendor", "client", "trust", "devices", "signing", "profiles", "targets",
+          "enroll")
 REQUIRED_TABLES = ("fleet", "vendor", "client", "trust", "devices")
 
 _FLEET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
@@ -76,8 +78,9 @@ def load_config(path: str | os.PathLike[str]) -> FleetConfig:
     signing = _load_signing(_Table(ctx, "signing", doc.get("signing", {})))
     profiles = _load_profiles(_Table(ctx, "profiles", doc.get("profiles", {})))
     targets = _load_targets(_Table(ctx, "targets", doc.get("targets", {})))
+    enroll = _load_enroll(_Table(ctx, "enroll", doc["enroll"])) if "enroll" in doc else None
     return FleetConfig(path.absolute(), fleet, vendor, client, trust, inventory, devices,
-                       signing, profiles, targets)
+                       signing, profiles, targets, enroll)
 
 
 def _read_toml(path: Path, shown: str) -> dict[str, Any]:
@@ -484,3 +487,112 @@ def _load_targets(t: _Table) -> Targets:
                       t.boolean("manual", True))
     t.finish()
     return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# [enroll]: SCEP
+
+SUBJECT_KEYS = ("C", "ST", "L", "O", "OU")
+KEY_SIZES = (2048, 3072, 4096)
+_HEX = re.compile(r"[0-9a-f]+\Z")
+
+
+def _load_enroll(t: _Table) -> Enroll:
+    url = t.string("scep_url", required=True)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as exc:
+        raise t.err("scep_url", f"{url!r} is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.username \
+            or parts.fragment or any(c.isspace() for c in url):
+        raise t.err("scep_url", f"{url!r} is not a plain http(s)://host/path URL",
+                    hint="NDES: scep_url = \"https://ndes.acme.local/certsrv/mscep/mscep.dll\"")
+    fingerprint = t.string("ca_fingerprint")
+    if fingerprint is not None:
+        fingerprint = _fingerprint(t, fingerprint)
+    elif parts.scheme.lower() == "http":
+        raise t.err("ca_fingerprint", "is required when scep_url is http:// (nothing else "
+                                      "proves the CA is the right one)",
+                    hint="the SHA-256 of the CA certificate: openssl x509 -noout -fingerprint "
+                         "-sha256 -in ca.cer, or certutil -dump ca.cer (Cert Hash(sha256))")
+    challenge = _challenge(t)
+    key_size = t.get("key_size", (int,), False, 2048, hint="write key_size = 2048")
+    if key_size not in KEY_SIZES:
+        raise t.err("key_size", f"{key_size} is not one of {', '.join(map(str, KEY_SIZES))}"
+                    + (" (the vendor's rules need RSA of at least 2048 bits)" if key_size < 2048
+                       else ""))
+    subject = _subject(t)
+    renew = t.get("renew_within_days", (int,), False, 30, hint="write renew_within_days = 30")
+    if not 0 <= renew <= 3650:
+        raise t.err("renew_within_days", f"{renew} must be from 0 to 3650 days")
+    t.finish()
+    return Enroll(url, fingerprint, challenge, key_size, subject, renew)
+
+
+def _fingerprint(t: _Table, value: str) -> str:
+    digits = re.sub(r"[\s:]", "", value).lower()
+    if not _HEX.match(digits):
+        raise t.err("ca_fingerprint", "must be hexadecimal digits (':' and spaces allowed)")
+    if len(digits) == 40:
+        raise t.err("ca_fingerprint", "is a SHA-1 thumbprint; give the SHA-256 fingerprint",
+                    hint="openssl x509 -noout -fingerprint -sha256 -in ca.cer, or certutil -dump "
+                         "ca.cer (Cert Hash(sha256))")
+    if len(digits) != 64:
+        raise t.err("ca_fingerprint", f"has {len(digits)} hex digits; a SHA-256 fingerprint has 64")
+    return digits
+
+
+def _challenge(t: _Table) -> ChallengeSource | None:
+    env = t.string("challenge_env")
+    path = t.string("challenge_file")
+    command = t.get("challenge_command", (str, list), False, None,
+                    hint='e.g. challenge_command = ["scripts/ndes-challenge.sh"]')
+    given = [k for k, v in (("challenge_env", env), ("challenge_file", path),
+                            ("challenge_command", command)) if v is not None]
+    if len(given) > 1:
+        raise t.err(None, f"set one of {' or '.join(given)}, not {len(given)}")
+    if env is not None:
+        if not ENV_NAME.match(env):
+            raise t.err("challenge_env", "is not an environment variable name (value not shown)",
+                        hint="write the variable's name, e.g. SCEP_CHALLENGE, never the challenge")
+        return ChallengeSource("env", env)
+    if path is not None:
+        full = existing_file(t.ctx.root, t.ctx.shown_root, path,
+                              f"{t.ctx.shown}: enroll.challenge_file")
+        return ChallengeSource("file", str(full))
+    if command is None:
+        return None
+    if isinstance(command, str) and _CONTROL.search(command):
+        raise t.err("challenge_command", "contains a control character")
+    try:
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+    except ValueError as exc:
+        raise t.err("challenge_command", f"cannot be split into words ({exc})") from None
+    if not argv or not all(isinstance(a, str) and a and not _CONTROL.search(a) for a in argv):
+        raise t.err("challenge_command", "must be a non-empty command (a string or an array of "
+                                         "non-empty strings)")
+    program = Path(argv[0]).expanduser()
+    if "/" in argv[0] and not program.is_absolute():  # a path: relative to fleet.toml's folder
+        argv[0] = str(t.ctx.root / program)
+    shown = command if isinstance(command, str) else shlex.join(command)
+    return ChallengeSource("command", shown, tuple(argv), str(t.ctx.root))
+
+
+def _subject(t: _Table) -> tuple[tuple[str, str], ...]:
+    raw = t.get("subject", (dict,), False, {}, hint='e.g. subject = { O = "ACME Corp", OU = "Macs" }')
+    out = []
+    for key, value in raw.items():
+        if key.upper() == "CN":
+            raise t.err("subject", "must not set CN: it is always the device's hostname")
+        if key not in SUBJECT_KEYS:
+            raise t.err("subject", f"unknown attribute {key!r}",
+                        hint=suggest(key, SUBJECT_KEYS, "attribute"))
+        if not isinstance(value, str) or not value.strip() or _CONTROL.search(value) \
+                or value != value.strip() or len(value) > 64:
+            raise t.err("subject", f"{key} must be a non-empty string of at most 64 characters "
+                                   "without leading/trailing spaces")
+        if key == "C" and not re.fullmatch(r"[A-Z]{2}", value):
+            raise t.err("subject", f"C = {value!r} must be a two-letter country code, e.g. \"DE\"")
+        out.append((key, value))
+    return tuple(out)

@@ -26,6 +26,8 @@ _SERIAL = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 
 
 def load_devices(inventory: Inventory, root: Path, shown_root: Path) -> tuple[Device, ...]:
+    """The devices in inventory order. A .pfx need not exist: `check` and `build` judge a missing one
+    as a finding on that device, `enroll` writes it."""
     csv_path = inventory.path
     try:
         rel = csv_path.relative_to(root)
@@ -113,7 +115,7 @@ def _csv_device(row: dict[str, str], where: str, folder: Path, shown_folder: Pat
     dev = f"{where} (device {hostname})"
     if not row["pfx"]:
         raise ConfigError("pfx is empty", where=dev, hint="give the path of this Mac's .pfx")
-    pfx = named_path(folder, row["pfx"])  # absolute; may be missing (a per-device finding)
+    pfx = named_path(folder, row["pfx"])  # absolute; may be missing (a finding; `enroll` writes it)
     serial = row.get("serial") or None
     if serial is not None and not _SERIAL.match(serial):
         raise ConfigError(f"serial {serial!r} is not a serial number (letters, digits, '-')",

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .passwords import PasswordSource
+from .passwords import ChallengeSource, PasswordSource
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,18 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class Enroll:
+    """[enroll]: where `fleetpkg enroll` requests device certificates over SCEP."""
+
+    scep_url: str
+    ca_fingerprint: str | None  # SHA-256 of the CA or RA certificate, lowercase hex
+    challenge: ChallengeSource | None  # None: the server asks for no challenge
+    key_size: int = 2048  # RSA bits
+    subject: tuple[tuple[str, str], ...] = ()  # (C|ST|L|O|OU, value) in file order; CN = hostname
+    renew_within_days: int = 30
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     path: Path  # fleet.toml, absolute
     fleet: Fleet
@@ -133,6 +145,7 @@ class FleetConfig:
     signing: Signing
     profiles: Profiles
     targets: Targets
+    enroll: Enroll | None = None
 
     @property
     def root(self) -> Path:

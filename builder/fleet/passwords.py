@@ -132,3 +132,62 @@ class PasswordResolver:
 
     def __repr__(self) -> str:
         return f"PasswordResolver(ask={self.ask}, resolved={len(self._cache)})"
+
+
+COMMAND_TIMEOUT = 120  # seconds for a challenge_command (it may log in to NDES's admin page)
+
+
+@dataclass(frozen=True)
+class ChallengeSource:
+    """Where a SCEP challenge password comes from: an environment variable, the first line of a
+    file, or a command whose first output line is a fresh one (NDES hands out single-use
+    passwords by default), run once per request. Holds no secret itself: its repr is safe."""
+
+    kind: Literal["env", "file", "command"]
+    name: str  # the variable, the file path, or the command as written (for messages)
+    argv: tuple[str, ...] = ()  # the command, split; run without a shell
+    cwd: str | None = None  # the command runs in fleet.toml's folder
+
+    @property
+    def per_request(self) -> bool:
+        return self.kind == "command"
+
+    def describe(self) -> str:
+        return {"env": f"environment variable {self.name}", "file": f"challenge file {self.name}",
+                "command": f"challenge_command {self.argv[0] if self.argv else self.name}"}[self.kind]
+
+    def resolve(self, owner: str | None = None) -> Secret:
+        """The challenge now (a command is run every call). Errors never show its value or the
+        command's output: the command's stderr goes to ours, its stdout only into the Secret."""
+        import subprocess
+
+        where = owner or self.describe()
+        if self.kind == "env":
+            value = os.environ.get(self.name)
+            if not value:
+                raise ConfigError(f"environment variable {self.name} (the SCEP challenge) is "
+                                  f"{'empty' if value == '' else 'not set'}", where=where,
+                                  hint=f"export {self.name}=... before running")
+            return Secret(value.encode("utf-8"))
+        if self.kind == "file":
+            return Secret(_read_first_line(Path(self.name), where))
+        try:
+            done = subprocess.run(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  cwd=self.cwd, timeout=COMMAND_TIMEOUT, check=False)
+        except FileNotFoundError:
+            raise ConfigError(f"{self.describe()}: no such program", where=where,
+                              hint="give the program's path, relative to fleet.toml") from None
+        except PermissionError:
+            raise ConfigError(f"{self.describe()}: not executable", where=where,
+                              hint="chmod +x it") from None
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"{self.describe()} did not finish within {COMMAND_TIMEOUT} s",
+                              where=where) from None
+        if done.returncode != 0:
+            raise ConfigError(f"{self.describe()} failed with exit status {done.returncode} "
+                              "(its output is not shown: it may hold the challenge)", where=where)
+        line = done.stdout.split(b"\n", 1)[0].strip()
+        if not line:
+            raise ConfigError(f"{self.describe()} printed no challenge on its first line",
+                              where=where)
+        return Secret(line)

@@ -159,7 +159,13 @@ def issuer_der(cert: x509.Certificate) -> bytes:
 
 
 def find_signer_certificate(sd: SignedData, signer: SignerInfo) -> x509.Certificate | None:
-    for cert in sd.certificates:
+    return certificate_for(signer, sd.certificates)
+
+
+def certificate_for(signer, certificates) -> x509.Certificate | None:
+    """The certificate among `certificates` that a SignerInfo (this module's or the package CMS
+    reader's: both carry issuer, serial and subject_key_id) names."""
+    for cert in certificates:
         if signer.issuer is not None:
             if cert.serial_number == signer.serial and issuer_der(cert) == signer.issuer:
                 return cert

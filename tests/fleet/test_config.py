@@ -10,7 +10,7 @@ from builder.fleet.config import (
     ClientSettings, FleetConfig, MunkiTarget, load_config, validate_https_url, validate_switch,
 )
 from builder.errors import ConfigError
-from builder.fleet.passwords import PasswordSource
+from builder.fleet.passwords import ChallengeSource, PasswordSource
 from tests.fleetfactory import FLEET_TOML, make_fleet
 
 
@@ -562,3 +562,85 @@ def test_accepted_client_settings_cannot_inject(extra):
     parsed = [tuple(line.split("=", 1)) for line in conf.splitlines()]  # strictest line split
     assert parsed == [(k.strip(), v.strip()) for k, v in settings_.items] == list(settings_.items)
     assert all(not k.startswith(("#", ";", "[")) for k, _ in parsed)
+
+
+# --- [enroll] -------------------------------------------------------------------------------
+
+ENROLL = """[enroll]
+scep_url = "http://ndes.acme.local/certsrv/mscep/mscep.dll"
+ca_fingerprint = "3F:0A:9C:55:E1:2B:47:D8:6E:B0:19:C4:A2:7D:58:E3:91:0F:6B:C2:D4:85:3A:E7:1C:60:B9:F4:28:5D:A3:0E"
+challenge_env = "SCEP_CHALLENGE"
+subject = { O = "ACME Corp", OU = "Macs", C = "DE" }
+"""
+
+
+def test_enroll_section(fleet):
+    assert load_config(fleet.config).enroll is None
+    append(fleet, ENROLL)
+    cfg = load_config(fleet.config)
+    e = cfg.enroll
+    assert e.scep_url == "http://ndes.acme.local/certsrv/mscep/mscep.dll"
+    assert e.ca_fingerprint == "3f0a9c55e12b47d86eb019c4a27d58e3910f6bc2d4853ae71c60b9f4285da30e"
+    assert e.challenge == ChallengeSource("env", "SCEP_CHALLENGE")
+    assert e.subject == (("O", "ACME Corp"), ("OU", "Macs"), ("C", "DE"))
+    assert (e.key_size, e.renew_within_days) == (2048, 30)
+
+
+def test_enroll_challenge_file_and_command(fleet):
+    (fleet.root / "secrets").mkdir()
+    (fleet.root / "secrets/challenge.txt").write_text("x\n")
+    append(fleet, ENROLL.replace('challenge_env = "SCEP_CHALLENGE"',
+                                 'challenge_file = "secrets/challenge.txt"'))
+    assert load_config(fleet.config).enroll.challenge == ChallengeSource(
+        "file", str(fleet.root / "secrets/challenge.txt"))
+    edit(fleet, 'challenge_file = "secrets/challenge.txt"',
+         "challenge_command = \"scripts/ndes-challenge.sh --user 'svc ndes'\"")
+    source = load_config(fleet.config).enroll.challenge
+    assert source.kind == "command" and source.per_request
+    assert source.argv == (str(fleet.root / "scripts/ndes-challenge.sh"), "--user", "svc ndes")
+    assert source.cwd == str(fleet.root)
+    edit(fleet, "challenge_command = \"scripts/ndes-challenge.sh --user 'svc ndes'\"",
+         'challenge_command = ["ndes-challenge", "-v"]')
+    assert load_config(fleet.config).enroll.challenge.argv == ("ndes-challenge", "-v")  # from PATH
+
+
+@pytest.mark.parametrize("old,new,needle", [
+    ('scep_url = "http://', 'scep_url = "ftp://', "enroll.scep_url: 'ftp://ndes.acme.local/certsrv/mscep/mscep.dll' is not a plain http(s)"),
+    ("ca_fingerprint = ", "#ca_fingerprint = ", "enroll.ca_fingerprint: is required when scep_url is http://"),
+    ('ca_fingerprint = "3F', 'ca_fingerprint = "0123456789012345678901234567890123456789"\n#', "is a SHA-1 thumbprint; give the SHA-256"),
+    ('ca_fingerprint = "3F', 'ca_fingerprint = "XY', "enroll.ca_fingerprint: must be hexadecimal digits"),
+    ('ca_fingerprint = "3F:', 'ca_fingerprint = "', "has 62 hex digits; a SHA-256 fingerprint has 64"),
+    ('challenge_env = "SCEP_CHALLENGE"', 'challenge_env = "SCEP_CHALLENGE"\nchallenge_command = "x"',
+     "[enroll]: set one of challenge_env or challenge_command, not 2"),
+    ('challenge_env = "SCEP_CHALLENGE"', 'challenge_env = "s3cret value"', "enroll.challenge_env: is not an environment variable name"),
+    ('challenge_env = "SCEP_CHALLENGE"', 'challenge_file = "nope.txt"', "nope.txt: no such file"),
+    ('challenge_env = "SCEP_CHALLENGE"', "challenge_command = []", "enroll.challenge_command: must be a non-empty command"),
+    ('challenge_env = "SCEP_CHALLENGE"', "challenge_command = \"a 'b\"", "enroll.challenge_command: cannot be split"),
+    ('challenge_env = "SCEP_CHALLENGE"', 'challenge_env = "SCEP_CHALLENGE"\nkey_size = 1024',
+     "enroll.key_size: 1024 is not one of 2048, 3072, 4096 (the vendor's rules need RSA of at least 2048 bits)"),
+    ('OU = "Macs"', 'CN = "mac01"', "enroll.subject: must not set CN: it is always the device's hostname"),
+    ('OU = "Macs"', 'Ou = "Macs"', "enroll.subject: unknown attribute 'Ou' (did you mean 'OU'?)"),
+    ('C = "DE"', 'C = "Germany"', "C = 'Germany' must be a two-letter country code"),
+    ('challenge_env = "SCEP_CHALLENGE"', 'challenge_env = "SCEP_CHALLENGE"\nrenew_within_days = -1',
+     "enroll.renew_within_days: -1 must be from 0 to 3650 days"),
+    ('challenge_env = "SCEP_CHALLENGE"', 'challenge_env = "SCEP_CHALLENGE"\nrenew_days = 3',
+     "[enroll] unknown key 'renew_days' (did you mean 'renew_within_days'?)"),
+])
+def test_enroll_bad_values(fleet, old, new, needle):
+    append(fleet, ENROLL)
+    edit(fleet, old, new)
+    msg = error_of(fleet.config)
+    assert needle in msg, msg
+    assert msg.startswith(str(fleet.config))
+
+
+def test_https_needs_no_fingerprint(fleet):
+    append(fleet, ENROLL.replace("http://", "https://").replace("ca_fingerprint", "#ca_fingerprint"))
+    assert load_config(fleet.config).enroll.ca_fingerprint is None
+
+
+def test_missing_pfx_loads_for_check_build_and_enroll(fleet):
+    pfx = fleet.root / "pfx" / f"{fleet.devices[0]}.pfx"
+    pfx.unlink()
+    cfg = load_config(fleet.config)
+    assert cfg.devices[0].pfx == pfx

@@ -118,3 +118,51 @@ def test_empty_prompt_refused(monkeypatch):
     monkeypatch.setattr(click, "prompt", lambda *a, **k: "")
     with pytest.raises(ConfigError, match="empty password"):
         PasswordResolver(ask=True).resolve(None, "device a")
+
+
+# --- the SCEP challenge -------------------------------------------------------------------------
+
+CHALLENGE = "Chall3nge-distinctive-5150"
+
+
+def test_challenge_from_env_and_file(tmp_path, monkeypatch):
+    from builder.fleet.passwords import ChallengeSource
+
+    monkeypatch.setenv("SCEP_CHALLENGE", CHALLENGE)
+    assert ChallengeSource("env", "SCEP_CHALLENGE").resolve() == CHALLENGE.encode()
+    monkeypatch.setenv("SCEP_CHALLENGE", "")
+    with pytest.raises(ConfigError, match="environment variable SCEP_CHALLENGE .the SCEP challenge. is empty"):
+        ChallengeSource("env", "SCEP_CHALLENGE").resolve("[enroll]")
+    monkeypatch.delenv("SCEP_CHALLENGE")
+    with pytest.raises(ConfigError, match="is not set .export SCEP_CHALLENGE=... before running.$"):
+        ChallengeSource("env", "SCEP_CHALLENGE").resolve("[enroll]")
+    f = tmp_path / "challenge.txt"
+    f.write_text(CHALLENGE + "\r\nsecond line\n")
+    value = ChallengeSource("file", str(f)).resolve()
+    assert value == CHALLENGE.encode() and CHALLENGE not in repr(value) + str(value) + f"{value}"
+
+
+def test_challenge_command_runs_per_request_and_never_shows_its_output(tmp_path):
+    from builder.fleet.passwords import ChallengeSource
+
+    script = tmp_path / "ndes-challenge.sh"
+    script.write_text('#!/bin/sh\nn=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count\n'
+                      f'printf "%s-%s\\r\\nignored\\n" "{CHALLENGE}" "$n"\necho "logged in to NDES" >&2\n')
+    script.chmod(0o755)
+    source = ChallengeSource("command", str(script), (str(script),), str(tmp_path))
+    assert source.per_request and CHALLENGE not in repr(source)
+    assert source.resolve() == f"{CHALLENGE}-1".encode()
+    assert source.resolve() == f"{CHALLENGE}-2".encode()  # a fresh one each time
+
+    script.write_text(f"#!/bin/sh\necho {CHALLENGE}\nexit 3\n")
+    with pytest.raises(ConfigError) as info:
+        source.resolve("device mac01 (devices.csv:2)")
+    text = str(info.value)
+    assert text == (f"device mac01 (devices.csv:2): challenge_command {script} failed with exit status 3 "
+                    "(its output is not shown: it may hold the challenge)")
+    script.write_text("#!/bin/sh\necho\n")
+    with pytest.raises(ConfigError, match="printed no challenge on its first line"):
+        source.resolve()
+    missing = ChallengeSource("command", "nope", (str(tmp_path / "nope"),), str(tmp_path))
+    with pytest.raises(ConfigError, match="no such program"):
+        missing.resolve()

@@ -63,7 +63,7 @@ def test_every_commented_setting_is_valid_when_uncommented(tmp_path):
     toml = tmp_path / "fleet.toml"
     text = toml.read_text()
     uncommented = re.sub(r"(?m)^#(\[\w+\]|\w+ = )", r"\1", text)
-    assert uncommented.count("\n[") == text.count("\n[") + 2  # [signing] and [profiles]
+    assert uncommented.count("\n[") == text.count("\n[") + 3  # [signing], [profiles], [enroll]
     assert "minimum_os = " in uncommented and "\ntimestamp_url = " in uncommented
     toml.write_text(uncommented)
     create_referenced_files(tmp_path, uncommented)
@@ -72,6 +72,11 @@ def test_every_commented_setting_is_valid_when_uncommented(tmp_path):
     assert cfg.signing.installer.p12 == tmp_path / "signing/developer-id-installer.p12"
     assert cfg.signing.profile.password.name == "PROFILE_P12_PASSWORD"
     assert cfg.profiles.allow_all_apps_access is True
+    assert cfg.enroll.scep_url == "https://ndes.example.com/certsrv/mscep/mscep.dll"
+    assert cfg.enroll.ca_fingerprint == "3f0a9c55e12b47d86eb019c4a27d58e3910f6bc2d4853ae71c60b9f4285da30e"
+    assert cfg.enroll.challenge.kind == "env" and cfg.enroll.challenge.name == "SCEP_CHALLENGE"
+    assert cfg.enroll.key_size == 2048 and cfg.enroll.renew_within_days == 30
+    assert cfg.enroll.subject[1] == ("OU", "Macs")
 
 
 def test_init_default_dir_is_cwd(tmp_path):
