@@ -245,7 +245,7 @@ def _fleet_with_vendor(demo: Path, tmp_path: Path, vendor: Path) -> Path:
 
 
 def test_foreign_vendor_is_refused_without_the_flag(demo, tmp_path):
-    config = _fleet_with_vendor(demo, tmp_path, FIXTURES / "pkg" / "macinstall-test.pkg")
+    config = _fleet_with_vendor(demo, tmp_path, FIXTURES / "pkg" / "macops-KeychainMinder-1.0.pkg")
     result = fleetpkg("build", config, "-o", tmp_path / "out")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -52,6 +52,7 @@ class PackageInfo:
     install_kbytes: int | None = 0
     extra_attributes: tuple[tuple[str, str], ...] = ()  # e.g. preserve-xattr, followSymLinks
     extra_elements: tuple[str, ...] = field(default=())  # unknown children, verbatim XML
+    xml_standalone: bool | None = None  # pkgbuild of 2015 wrote standalone="no"; today's writes none
 
     @property
     def script_names(self) -> tuple[str, ...]:
@@ -120,6 +121,7 @@ def parse_package_info(data: bytes, *, where: str = "PackageInfo") -> PackageInf
         install_kbytes=install_kbytes,
         extra_attributes=tuple((k, v) for k, v in root.attrib.items() if k not in known),
         extra_elements=tuple(extra),
+        xml_standalone=doc.standalone,
     )
 
 
@@ -149,7 +151,8 @@ def render_package_info(info: PackageInfo) -> bytes:
         ("install-location", info.install_location),
         ("auth", info.auth),
     )
-    lines = ['<?xml version="1.0" encoding="utf-8"?>',
+    standalone = "" if info.xml_standalone is None else f' standalone="{"yes" if info.xml_standalone else "no"}"'
+    lines = [f'<?xml version="1.0" encoding="utf-8"{standalone}?>',
              f"<pkg-info{xmlsafe.attrs(known + info.extra_attributes)}>"]
     if info.payload_files is not None or info.install_kbytes is not None:
         payload = (("numberOfFiles", _num(info.payload_files)), ("installKBytes", _num(info.install_kbytes)))

@@ -27,6 +27,7 @@ class ParsedXml:
     root: ET.Element
     source: bytes
     spans: dict[int, tuple[int, int]]  # id(element) -> (start, end) byte offsets in source
+    standalone: bool | None = None  # the XML declaration's standalone="yes"/"no"; None if absent
 
     def text_of(self, element: ET.Element) -> str:
         """The element exactly as written in the source (tags, CDATA, comments, whitespace)."""
@@ -46,6 +47,11 @@ def parse(data: bytes, *, where: str, what: str) -> ParsedXml:
     spans: dict[int, tuple[int, int]] = {}
     pending: list[ET.Element] = []  # elements whose end tag ends where the next event starts
     depth = 0
+    standalone: bool | None = None
+
+    def declaration(_version, _encoding, flag):
+        nonlocal standalone
+        standalone = None if flag == -1 else bool(flag)
 
     def mark() -> None:
         if pending:
@@ -91,6 +97,7 @@ def parse(data: bytes, *, where: str, what: str) -> ParsedXml:
     parser.ProcessingInstructionHandler = other
     parser.StartCdataSectionHandler = other
     parser.EndCdataSectionHandler = other
+    parser.XmlDeclHandler = declaration
     parser.StartDoctypeDeclHandler = refuse_doctype
     parser.EntityDeclHandler = refuse_entity
     parser.UnparsedEntityDeclHandler = refuse_entity
@@ -109,7 +116,7 @@ def parse(data: bytes, *, where: str, what: str) -> ParsedXml:
         tail = len(data.rstrip())
         for el in pending:
             spans[id(el)] = (spans[id(el)][0], tail)
-    return ParsedXml(root, data, spans)
+    return ParsedXml(root, data, spans, standalone)
 
 
 def attr(value: str) -> str:

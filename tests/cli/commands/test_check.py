@@ -358,7 +358,7 @@ def test_check_reads_the_vendor_package_first(tmp_path):
     broken = run("check", "fleet.toml", "--at", AT, cwd=tmp_path)
     assert broken.returncode == 2
     assert broken.stderr.count("\n") == 1 and "1e.client-macOS_v5.1.0.12.pkg" in broken.stderr
-    shutil.copyfile(FIXTURES / "pkg" / "macinstall-test.pkg", vendor)
+    shutil.copyfile(FIXTURES / "pkg" / "macops-KeychainMinder-1.0.pkg", vendor)
     foreign = run("check", "fleet.toml", "--at", AT, cwd=tmp_path)
     assert foreign.returncode == 2 and "--allow-foreign-vendor" in foreign.stderr
     assert "Traceback" not in broken.stderr + foreign.stderr

@@ -15,6 +15,10 @@ from pathlib import Path
 from tests.conftest import FIXTURES, require_tool
 
 NOT_INSTALLERS = {"homebrew-container.pkg"}
+# Built by the pkgbuild of OS X 10.10 (InstallCmds-502). Its Bom numbers the paths depth first in
+# file-system order, and its installKBytes is larger than the byte count (allocation blocks), where
+# today's pkgbuild (the other fixtures, and our writers) numbers breadth first by name and counts bytes.
+OLD_PKGBUILD = {"macops-KeychainMinder-1.0.pkg"}
 
 
 def fixture_packages() -> list[Path]:

@@ -19,8 +19,8 @@ from builder.formats.pkg import bom as bommod
 from builder.formats.pkg.bom import BomEntry, Cksum, cksum, read_bom, read_bom_vars, write_bom
 from builder.formats.pkg.cpio import list_cpio
 from builder.formats.pkg.tree import apply_metadata, entries_from_mapping, scan_tree
-from tests.formats.pkg.pkgfixtures import (bsdtar_extract, cpio_list, extract_package, fixture_packages, perms_of,
-                                   raw_bom_records, tool_cksum)
+from tests.formats.pkg.pkgfixtures import (OLD_PKGBUILD, bsdtar_extract, cpio_list, extract_package,
+                                   fixture_packages, perms_of, raw_bom_records, tool_cksum)
 
 # ---------------------------------------------------------------------------------------------- cksum
 
@@ -126,7 +126,12 @@ def test_fixture_round_trip(components, reference):
         if reference == "cpio":  # cpio has no directory sizes; take them from the Bom
             tree = apply_metadata(tree, [e for e in original if e.type == "dir"])
         rebuilt = read_bom(write_bom(tree))
-        assert [e.path for e in rebuilt] == [e.path for e in original], name
+        if name.split(":")[0] in OLD_PKGBUILD:  # same records, today's path order (see OLD_PKGBUILD)
+            assert sorted(e.path for e in rebuilt) == sorted(e.path for e in original), name
+            assert [e.path for e in rebuilt] != [e.path for e in original]
+            original, rebuilt = (sorted(x, key=lambda e: e.path) for x in (original, rebuilt))
+        else:
+            assert [e.path for e in rebuilt] == [e.path for e in original], name
         for old, new in zip(original, rebuilt):
             if old.placeholder:
                 assert (new.path, new.type) == (old.path, old.type)

@@ -93,6 +93,18 @@ def test_unknown_content_survives():
     assert ET.fromstring(render_package_info(info)).find("dont-obsolete/file").get("path") == "/x & y"
 
 
+@pytest.mark.parametrize("declaration, flag", [(b'<?xml version="1.0" encoding="utf-8"?>', None),
+                                               (b'<?xml version="1.0" encoding="utf-8" standalone="no"?>', False),
+                                               (b'<?xml version="1.0" encoding="utf-8" standalone="yes"?>', True)])
+def test_xml_declaration_standalone_survives(declaration, flag):
+    """Older pkgbuild (InstallCmds-502, the KeychainMinder fixture) declares standalone="no"."""
+    src = declaration + b'\n<pkg-info identifier="a" version="1"/>'
+    info = parse_package_info(src)
+    assert info.xml_standalone is flag
+    assert render_package_info(info).split(b"\n", 1)[0] == declaration
+    assert parse_package_info(render_package_info(info)) == info
+
+
 def test_attribute_escaping():
     info = PackageInfo('com.a"b<c>&d', "1\n2")
     root = ET.fromstring(render_package_info(info))

@@ -123,7 +123,7 @@ def test_not_an_installer_package():
 
 
 def test_damaged_member_is_a_checksum_error(tmp_path):
-    pkg = PKG_DIR / "macinstall-test.pkg"
+    pkg = PKG_DIR / "macops-KeychainMinder-1.0.pkg"
     data = bytearray(pkg.read_bytes())
     files = toc_files(pkg)
     heap = 28 + int.from_bytes(data[8:16], "big")
@@ -303,22 +303,22 @@ def test_product_embeds_fixture_component_byte_for_byte(tmp_path, pkg, monkeypat
 
 def test_product_from_expanded_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    pkg = PKG_DIR / "macinstall-test.pkg"
+    pkg = PKG_DIR / "macops-KeychainMinder-1.0.pkg"
     expanded = tmp_path / "expanded"
     expanded.mkdir()
     bsdtar("-xf", pkg, "-C", expanded)
     dest = tmp_path / "w.pkg"
-    build_product(dest, distribution=_dist([("com.dca.DummyApp", "1.0.0", "dummy.pkg")]),
-                  components=[DirectoryComponent(expanded, "dummy.pkg")])
-    for name in ("Bom", "Payload", "PackageInfo"):
-        assert member(dest, f"dummy.pkg/{name}") == member(pkg, name)
+    build_product(dest, distribution=_dist([("com.google.corp.KeychainMinder", "1.0", "minder.pkg")]),
+                  components=[DirectoryComponent(expanded, "minder.pkg")])
+    for name in ("Bom", "Payload", "Scripts", "PackageInfo"):
+        assert member(dest, f"minder.pkg/{name}") == member(pkg, name)
     enc = {n: f.find("data/encoding").get("style") for n, f in toc_files(dest).items() if f.find("data") is not None}
-    assert enc["dummy.pkg/Payload"] == "application/octet-stream"
-    assert enc["dummy.pkg/Bom"] == enc["Distribution"] == "application/x-gzip"
+    assert enc["minder.pkg/Payload"] == enc["minder.pkg/Scripts"] == "application/octet-stream"
+    assert enc["minder.pkg/Bom"] == enc["Distribution"] == "application/x-gzip"
 
 
 def test_product_refuses_dangling_pkg_refs(tmp_path):
-    pkg = PKG_DIR / "macinstall-test.pkg"
+    pkg = PKG_DIR / "macops-KeychainMinder-1.0.pkg"
     with XarReader(pkg) as vendor:
         with pytest.raises(BuildError, match="Distribution references"):
             build_product(tmp_path / "w.pkg", distribution=_dist([("a", "1", "a.pkg")]),
@@ -394,8 +394,8 @@ def test_product_with_new_and_tuple_components(tmp_path, monkeypatch, tree):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     from builder.formats.pkg.package import NewComponent
     root, scripts = tree
-    vendor = PKG_DIR / "macinstall-test.pkg"
-    dist = _dist([("com.dca.DummyApp", "1.0.0", "vendor.pkg"), ("com.acme.conf", "1", "conf.pkg")])
+    vendor = PKG_DIR / "macops-KeychainMinder-1.0.pkg"
+    dist = _dist([("com.google.corp.KeychainMinder", "1.0", "vendor.pkg"), ("com.acme.conf", "1", "conf.pkg")])
     with XarReader(vendor) as reader:
         build_product(tmp_path / "a.pkg", distribution=dist, components=[
             (reader, "", "vendor.pkg"),
@@ -408,5 +408,6 @@ def test_product_with_new_and_tuple_components(tmp_path, monkeypatch, tree):
     out.mkdir()
     bsdtar("-xf", tmp_path / "a.pkg", "-C", out)
     assert "./Library/Application Support/ACME/tool" in cpio_list(member(tmp_path / "a.pkg", "conf.pkg/Payload"))
-    assert member(tmp_path / "a.pkg", "vendor.pkg/Payload") == member(vendor, "Payload")
+    for name in ("Payload", "Scripts"):
+        assert member(tmp_path / "a.pkg", f"vendor.pkg/{name}") == member(vendor, name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pkg", "b.pkg", "root", "scripts", "x"]  # no temp left

@@ -20,8 +20,8 @@ from builder.formats.pkg.cpio import iter_cpio, list_cpio
 from builder.formats.pkg.payload import open_payload, payload_kind, sniff, write_payload
 from builder.formats.pkg.tree import apply_metadata, entries_from_mapping, scan_tree
 from tests.conftest import require_tool
-from tests.formats.pkg.pkgfixtures import (bsdtar_extract, cpio_list, extract_package, fixture_packages,
-                                   tool_cksum)
+from tests.formats.pkg.pkgfixtures import (OLD_PKGBUILD, bsdtar_extract, cpio_list, extract_package,
+                                   fixture_packages, tool_cksum)
 
 
 def _chunks(data: bytes, size: int = 777):
@@ -43,7 +43,7 @@ def members(tmp_path_factory):
                 if (comp / member).exists():
                     out.append((f"{pkg.name}:{comp.name}", (comp / "PackageInfo").read_text(),
                                 (comp / "Bom").read_bytes(), member, (comp / member).read_bytes()))
-    assert len(out) == 5
+    assert len(out) == 6  # KeychainMinder has both, the payload-free rtrouton package both too
     return out
 
 
@@ -174,7 +174,10 @@ def test_install_kbytes_and_file_count_match_pkgbuild(members, tmp_path):
         stats = write_payload(io.BytesIO(), entries)
         kbytes = int(re.search(r'installKBytes="(\d+)"', info).group(1))
         files = int(re.search(r'numberOfFiles="(\d+)"', info).group(1))
-        assert stats.install_kbytes == kbytes, label
+        if label.split(":")[0] in OLD_PKGBUILD:  # counted allocation blocks: more than the bytes
+            assert stats.install_kbytes < kbytes, label
+        else:
+            assert stats.install_kbytes == kbytes, label
         synthesized_root = original[0].placeholder
         assert stats.files == files + (1 if synthesized_root else 0), label
         n += 1

@@ -161,7 +161,7 @@ def test_expand_rebuild_roundtrip(tmp_path, fixture, monkeypatch):
 
 def test_rebuild_is_deterministic(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    fixture = FIXTURES / "pkg" / "macinstall-test.pkg"
+    fixture = FIXTURES / "pkg" / "macops-KeychainMinder-1.0.pkg"
     expanded = tmp_path / "e"
     expanded.mkdir()
     run([require_tool("bsdtar"), "-xf", fixture, "-C", expanded])
