@@ -47,6 +47,7 @@ class BuildResult:
     device_results: list  # builder.artifacts.checking.DeviceResult, inventory order
     artifacts: list  # builder.artifacts.dist.Artifact
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # risks the admin chose (said as "warning:")
 
 
 # -- per-device work (runs in worker processes) --------------------------------------------------
@@ -393,6 +394,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     from ..fleet.vendor import inspect_vendor
 
     notes: list[str] = []
+    warnings: list[str] = []
     resolver = PasswordResolver(ask=options.ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in config.devices]
     cas = load_ca_files(list(config.trust.certificates))
@@ -436,7 +438,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 version=version, at=options.at, ca_ders=tuple(c.public_bytes(Encoding.DER) for c in cas),
                 allow_all_apps_access=config.profiles.allow_all_apps_access,
                 key_is_extractable=config.profiles.key_is_extractable, binary_path=vendor.binary_path,
-                daemon_label=vendor.daemon_label, identity_packages=config.targets.manual,
+                daemon_label=vendor.daemon_label, identity_packages=_identity_packages(config.targets),
                 profile_signer_pem=signer_material)
             jobs = [DeviceJob(d.hostname, d.serial, d.pfx, d.where, bytes(p)) for d, p in zip(config.devices, passwords)]
             workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
@@ -518,15 +520,23 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
 
             # 4. deployment targets
             from .targets import write_targets
+            from .targets.munki import IDENTITIES_WARNING
 
             write_targets(info, stage)
+            if config.targets.munki is not None and config.targets.munki.identities and devices:
+                warnings.append(IDENTITIES_WARNING)
 
             stage.finish({"fleet": fleet, "version": version, "vendor": {
                 "identifier": vendor.identifier, "version": vendor.version,
                 "architectures": list(vendor.architectures), "team_id": vendor.team_id},
                 "skipped_devices": list(skipped)})
             artifacts = stage.artifacts
-    return BuildResult(final, info, results, artifacts, notes)
+    return BuildResult(final, info, results, artifacts, notes, warnings)
+
+
+def _identity_packages(targets) -> bool:
+    """Per-Mac identity packages are made for the manual target and for opted-in Munki items."""
+    return bool(targets.manual or (targets.munki is not None and targets.munki.identities))
 
 
 def _rendered_scripts(ctx) -> dict:

@@ -63,6 +63,7 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
             "summary": {"devices": len(results), "ok": len(results) - len(failed), "failed": len(failed),
                         "warnings": warnings},
             "notes": result.notes,
+            "warnings": result.warnings,
         })
         return EXIT_OK
     if quiet:
@@ -73,6 +74,8 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
                 click.echo(f"warning: {r.hostname}: {f.rule}: {f.message}", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     arts = result.artifacts
     secret = sum(1 for a in arts if a.secret)
     signed = sum(1 for a in arts if a.signed)

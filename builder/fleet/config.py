@@ -462,7 +462,8 @@ def _load_profiles(t: _Table) -> Profiles:
 
 def _load_targets(t: _Table) -> Targets:
     munki_raw = t.get("munki", (bool, dict), False, True,
-                      hint='write munki = true, false or { catalogs = ["testing"], name = "1E-Client" }')
+                      hint='write munki = true, false or { catalogs = ["testing"], name = "1E-Client", '
+                           'identities = false }')
     munki: MunkiTarget | None
     if munki_raw is True:
         munki = MunkiTarget()
@@ -481,8 +482,9 @@ def _load_targets(t: _Table) -> Targets:
         name = sub.string("name", default="1E-Client")
         if not _MUNKI_NAME.match(name):
             raise sub.err("name", f"{name!r} must be letters, digits, '.', '_' or '-'")
+        identities = sub.boolean("identities", False)
         sub.finish()
-        munki = MunkiTarget(tuple(catalogs), name)
+        munki = MunkiTarget(tuple(catalogs), name, identities)
     targets = Targets(munki, t.boolean("jamf", True), t.boolean("intune", True),
                       t.boolean("manual", True))
     t.finish()

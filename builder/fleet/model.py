@@ -111,6 +111,9 @@ class Profiles:
 class MunkiTarget:
     catalogs: tuple[str, ...] = ("testing",)
     name: str = "1E-Client"
+    # Per-Mac identity items: off by default, because a Munki repository serves every item to
+    # every client (installable_condition limits installs, not downloads).
+    identities: bool = False
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,10 @@ def artifact_rows(artifacts, info) -> list[Row]:
     return rows
 
 
-def render_deploy(info, artifacts, sections: dict) -> str:
+def render_deploy(info, artifacts, sections: dict, sealed: dict | None = None) -> str:
+    """sealed: {"count", "recipients"} when the secret files are in secrets.tar.age."""
+    from .munki import IDENTITIES_WARNING
+
     rows = artifact_rows(artifacts, info)
     device_profile = {d.hostname: (d.signed_profile or d.profile) for d in info.devices}
     after_install = None
@@ -108,7 +111,8 @@ def render_deploy(info, artifacts, sections: dict) -> str:
                   after_install=after_install,
                   device_profile=device_profile, manual_profile_signed=any(d.signed_profile for d in info.devices),
                   doctor=f"{info.support_dir}/doctor", uninstall=f"{info.support_dir}/uninstall.sh",
-                  wrapper_name=info.wrapper.rsplit("/", 1)[-1])
+                  wrapper_name=info.wrapper.rsplit("/", 1)[-1], munki_warning=IDENTITIES_WARNING,
+                  sealed=sealed)
 
 
 def write_deploy(info, stage, sections: dict) -> None:
