@@ -124,7 +124,8 @@ manual = false
 
 
 @pytest.mark.parametrize("value,expected", [("true", MunkiTarget()), ("false", None),
-                                            ('{ name = "X" }', MunkiTarget(("testing",), "X"))])
+                                            ('{ name = "X" }', MunkiTarget(("testing",), "X")),
+                                            ("{ identities = true }", MunkiTarget(identities=True))])
 def test_munki_forms(fleet, value, expected):
     append(fleet, f"[targets]\nmunki = {value}\n")
     assert load_config(fleet.config).targets.munki == expected
@@ -526,6 +527,7 @@ def test_signing_errors(fleet, body, needle):
     ('munki = { catalogs = ["a", "a"] }', "lists a catalog twice"),
     ('munki = { catalogs = "testing" }', "targets.munki.catalogs: expected an array"),
     ('munki = { name = "1E Client" }', "targets.munki.name: '1E Client' must be"),
+    ('munki = { identities = "yes" }', "targets.munki.identities: expected a boolean"),
 ])
 def test_target_errors(fleet, body, needle):
     append(fleet, f"[targets]\n{body}\n")
