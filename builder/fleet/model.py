@@ -137,6 +137,13 @@ class Enroll:
 
 
 @dataclass(frozen=True)
+class Secrets:
+    """[secrets]: age recipients (public keys, as text) a build seals its secret files to."""
+
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     path: Path  # fleet.toml, absolute
     fleet: Fleet
@@ -149,6 +156,7 @@ class FleetConfig:
     profiles: Profiles
     targets: Targets
     enroll: Enroll | None = None
+    secrets: Secrets = Secrets()
 
     @property
     def root(self) -> Path:

@@ -47,6 +47,8 @@ DESCRIPTIONS = {
     "intune-login-items-profile": "Intune: background-items profile as a custom configuration profile (unsigned).",
     "intune-device-profile": "Intune: a Mac's identity profile as a custom configuration profile (unsigned).",
     "intune-notes": "Intune: detection rules for the app.",
+    "sealed-secrets": "Every secret file of this build, as one tar encrypted with age to the recipients "
+                      "below: `fleetpkg unseal` or `age -d` restores them.",
 }
 FINAL_FILES = (
     ("DEPLOY.md", "This file."),
@@ -65,6 +67,7 @@ class Row:
     secret: bool
     signed: str | None
     what: str
+    sealed: bool = False
 
 
 def _device_pattern(path: str, hosts: set[str], prefix: str) -> str:
@@ -94,7 +97,8 @@ def artifact_rows(artifacts, info) -> list[Row]:
         signers = sorted({a.signed for a in arts if a.signed})
         rows.append(Row(pattern, kind, len(arts), any(a.secret for a in arts),
                         ", ".join(signers) or None,
-                        DESCRIPTIONS.get(kind, f"{kind} (see manifest.json)")))
+                        DESCRIPTIONS.get(kind, f"{kind} (see manifest.json)"),
+                        any(a.sealed for a in arts)))
     return rows
 
 
@@ -116,4 +120,5 @@ def render_deploy(info, artifacts, sections: dict, sealed: dict | None = None) -
 
 
 def write_deploy(info, stage, sections: dict) -> None:
-    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections), kind="deploy-notes")
+    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections, stage.sealed_summary()),
+              kind="deploy-notes")
