@@ -459,6 +459,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
 
     notes: list[str] = []
     warnings: list[str] = []
+    seal = seal_for(config, options)  # a bad recipient stops the build before any work
     resolver = PasswordResolver(ask=options.ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in config.devices]
     cas = load_ca_files(list(config.trust.certificates))
@@ -486,7 +487,6 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             needs_rosetta=vendor.needs_rosetta, client_settings=tuple(config.client.items), receipts=receipt_ids,
             support_dir=support_dir, log_path=f"/var/log/fleetpkg-{fleet}.log")
 
-        seal = seal_for(config, options)
         with staged_output(final, seal=seal, log=log) as stage:
             # 1. devices: check + identities, in parallel, straight into the staging folder
             signer_material = None

@@ -25,6 +25,10 @@ def parse_recipient(text: str, where: str | None = None):
     """One age recipient: `age1...` (X25519) or an `ssh-ed25519` / `ssh-rsa` public key line."""
     value = text.strip()
     kind = value.split(" ", 1)[0]
+    if value.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in value:
+        raise FormatError("this is a private key, not a recipient: give its public key, and treat the "
+                          "private key as exposed (it was typed where others can read it)", where=where,
+                          hint=RECIPIENT_HINT)
     try:
         if value.startswith("age1") and " " not in value:
             return pyrage.x25519.Recipient.from_str(value)
@@ -90,7 +94,7 @@ def decrypt_stream(source: BinaryIO, dest: BinaryIO, identities: Sequence, where
     was written when this raises."""
     try:
         pyrage.decrypt_io(source, dest, list(identities))
-    except pyrage.DecryptError as exc:
+    except (pyrage.DecryptError, OSError) as exc:  # a chunk that fails authentication is an OSError
         text = str(exc)
         if "No matching keys" in text:
             raise FormatError("none of the given identities can open it: it was sealed to other recipients",
