@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -107,13 +110,14 @@ class DeviceOutcome:
 _settings: DeviceSettings | None = None
 _cas: list[x509.Certificate] = []
 _signer = None
-_parent: int | None = None  # a worker's parent process (None in the build's own process)
 
 
 def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
-    global _settings, _signer, _parent
+    global _settings, _signer
     _settings = settings
-    _parent = os.getppid() if in_worker else None
+    if in_worker:  # a forked worker inherits the build's SIGTERM handler (staged_output's cleanup),
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # but the pool stops its workers with SIGTERM
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _cas[:] = [x509.load_der_x509_certificate(d) for d in settings.ca_ders]
     _signer = None
     if settings.profile_signer_pem:
@@ -124,6 +128,14 @@ def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
         key_pem, cert_der, chain = settings.profile_signer_pem
         _signer = ProfileSigner(x509.load_der_x509_certificate(cert_der), load_pem_private_key(key_pem, None),
                                 tuple(x509.load_der_x509_certificate(c) for c in chain))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose build was SIGKILLed would wait for work forever (its siblings keep the task
+    pipe open), holding the signer's key in memory: it ends when its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(70)
 
 
 def _write_file(staging: Path | None, rel: str, data: bytes, kind: str, signer: str | None = None) -> WrittenFile:
@@ -157,8 +169,6 @@ def _make_folders(staging: Path, folder: Path) -> None:
 
 def _device_work(job: DeviceJob) -> tuple[str, object]:
     """("ok", DeviceOutcome) or ("error", message): user errors cross the process boundary as text."""
-    if _parent is not None and os.getppid() != _parent:
-        raise SystemExit("fleetpkg: the build is gone; this worker stops")  # orphaned by a SIGKILL
     try:
         return "ok", build_device(job, _settings, _cas, _signer)
     except FleetpkgError as exc:
