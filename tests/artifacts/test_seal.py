@@ -406,3 +406,53 @@ def test_a_bad_recipient_is_refused_before_anything_is_built(sealed, tmp_path, r
                       check=False)
     assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+# -- the parent's spool and the archive writer ---------------------------------------------------
+
+def test_the_spool_keeps_no_plaintext_and_no_name_on_disk(tmp_path):
+    from builder.artifacts.seal import SecretSpool
+
+    secret = b"-----BEGIN PRIVATE KEY----- a distinctive secret " * 50
+    spool = SecretSpool(tmp_path)
+    spool.add("identity/mac01.pkg", secret)
+    spool.link("munki/pkgs/mac01.pkg", "identity/mac01.pkg")
+    assert list(tmp_path.iterdir()) == []  # unnamed: nothing for a SIGKILL to leave behind
+    on_disk = Path(f"/proc/self/fd/{spool._file.fileno()}").read_bytes()
+    assert len(on_disk) >= len(secret) and b"distinctive" not in on_disk
+    assert spool.read("identity/mac01.pkg") == secret and spool.origin("munki/pkgs/mac01.pkg") == "identity/mac01.pkg"
+    spool.close()
+
+
+def test_write_archive_is_deterministic_inside_and_streams(tmp_path):
+    """Two archives of the same files decrypt (age CLI) to the same tar; 5 MB go through without
+    the whole tar ever being held (the writer makes one member at a time)."""
+    from builder.artifacts.seal import SecretSpool, write_archive
+    from builder.formats.age import parse_recipient
+
+    keys = make_keys(tmp_path / "keys")
+    blob = os.urandom(5 << 20)
+    plains = []
+    for n in ("a", "b"):
+        folder = tmp_path / n
+        folder.mkdir()
+        spool = SecretSpool(folder)
+        for rel, data in (("z/last.bin", b"z" * 10), ("a/big.bin", blob), ("m/mid.bin", b"m" * 700)):
+            spool.add(rel, data)
+        spool.link("b/copy.bin", "z/last.bin")
+        digest, size = write_archive(folder / "secrets.tar.age", spool, [parse_recipient(keys.age_recipient)],
+                                     1767225600)
+        spool.close()
+        data = (folder / "secrets.tar.age").read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (digest, size)
+        assert stat.S_IMODE((folder / "secrets.tar.age").stat().st_mode) == 0o644
+        plains.append(subprocess.run([require_tool("age"), "-d", "-i", str(keys.age_key),
+                                      str(folder / "secrets.tar.age")], check=True, capture_output=True).stdout)
+    assert plains[0] == plains[1]
+    with tarfile.open(fileobj=io.BytesIO(plains[0])) as tar:
+        members = tar.getmembers()
+        assert [(m.name, m.type, m.linkname) for m in members] == [
+            ("a/big.bin", tarfile.REGTYPE, ""), ("b/copy.bin", tarfile.REGTYPE, ""),
+            ("m/mid.bin", tarfile.REGTYPE, ""), ("z/last.bin", tarfile.LNKTYPE, "b/copy.bin")]
+        assert tar.extractfile("a/big.bin").read() == blob
+        assert tar.extractfile("b/copy.bin").read() == b"z" * 10
