@@ -346,6 +346,15 @@ def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _first_sealed(sealed: Sealed) -> tuple[dict, bytes]:
+    """The manifest entry of the first sealed artifact and its bytes, as the age CLI decrypts them."""
+    first = next(a for a in sealed.manifest["artifacts"] if a["sealed"])
+    plain = subprocess.run([require_tool("age"), "-d", "-i", str(sealed.keys.age_key),
+                            str(sealed.root / "secrets.tar.age")], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        return first, tar.extractfile(first["path"]).read()
+
+
 def _member(name: str, kind=tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, link, 0o600
@@ -363,11 +372,7 @@ def _member(name: str, kind=tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
 ])
 def test_a_member_that_tries_to_escape_is_one_clear_error(sealed, tmp_path, member, needle):
     dist = Path(shutil.copytree(sealed.root, tmp_path / "x" / sealed.root.name))
-    first = next(a for a in sealed.manifest["artifacts"] if a["sealed"])
-    plain = subprocess.run([require_tool("age"), "-d", "-i", str(sealed.keys.age_key),
-                            str(sealed.root / "secrets.tar.age")], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
-        good = tar.extractfile(first["path"]).read()
+    first, good = _first_sealed(sealed)
     # a genuine member first, so a reader that writes as it goes would already have written
     _reseal(dist, sealed.keys, _tar((_member(first["path"]), good), (member, b"evil")))
     err = _unseal_fails(dist, sealed.keys.age_key)
@@ -377,11 +382,7 @@ def test_a_member_that_tries_to_escape_is_one_clear_error(sealed, tmp_path, memb
 
 def test_an_archive_missing_a_sealed_artifact_is_refused(sealed, tmp_path):
     dist = Path(shutil.copytree(sealed.root, tmp_path / "x" / sealed.root.name))
-    first = next(a for a in sealed.manifest["artifacts"] if a["sealed"])
-    plain = subprocess.run([require_tool("age"), "-d", "-i", str(sealed.keys.age_key),
-                            str(sealed.root / "secrets.tar.age")], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
-        good = tar.extractfile(first["path"]).read()
+    first, good = _first_sealed(sealed)
     _reseal(dist, sealed.keys, _tar((_member(first["path"]), good)))
     assert "lacks 17 sealed artifact(s)" in _unseal_fails(dist, sealed.keys.age_key)
 
