@@ -1,10 +1,12 @@
 """examples/ci: the build step script runs here as the CI job would, against a `fleetpkg demo`
 fleet whose secrets are moved into environment variables; the artifact is checked with
-sha256sum -c (outside and inside the tarball), tar and the build's own JSON."""
+sha256sum -c (outside and inside the tarball), tar, the age CLI and the build's own JSON. The
+step seals by default: the artifact holds no readable key."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +28,7 @@ EPOCH = "1767225600"  # 2026-01-01
 
 def _fleetpkg_shim(folder: Path) -> Path:
     """`fleetpkg` on PATH running this checkout, as `pip install` would provide it."""
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     shim = folder / "fleetpkg"
     shim.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec "{sys.executable}" -m builder.cli "$@"\n')
     shim.chmod(0o755)
@@ -79,15 +81,26 @@ def _run(fleet: Path, out: Path, tmp_path: Path, env_extra: dict[str, str]) -> s
                           env=env, timeout=300, cwd=tmp_path)
 
 
-def test_build_step_makes_one_verified_artifact(demo_dir, tmp_path):
+def _age_key(folder: Path) -> tuple[Path, str]:
+    """An admin's age key pair, made by age-keygen: (identity file, recipient)."""
+    key = folder / "admin.agekey"
+    subprocess.run([require_tool("age-keygen"), "-o", str(key)], check=True, capture_output=True)
+    recipient = subprocess.run([require_tool("age-keygen"), "-y", str(key)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    return key, recipient
+
+
+def test_build_step_makes_one_verified_sealed_artifact(demo_dir, tmp_path):
     sha256sum = require_tool("sha256sum")
     fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    key, recipient = _age_key(tmp_path)
     out = tmp_path / "out"
     github_output = tmp_path / "github_output"
     result = _run(fleet, out, tmp_path, {**secrets, "GITHUB_OUTPUT": str(github_output),
-                                         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")})
+                                         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+                                         "FLEETPKG_SEAL_TO": f"\n{recipient}\n"})
     assert result.returncode == 0, result.stderr
-    assert "3 of 3 devices built" in result.stdout
+    assert "3 of 3 devices built" in result.stdout and "18 secret, sealed in secrets.tar.age" in result.stdout
 
     # no secret in the job's log; decoded identities gone from the checkout
     for value in secrets.values():
@@ -120,13 +133,32 @@ def test_build_step_makes_one_verified_artifact(demo_dir, tmp_path):
     assert check.returncode == 0, check.stdout
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert [a["path"] for a in manifest["artifacts"]] == [a["path"] for a in doc["artifacts"]]
-    assert len(check.stdout.splitlines()) == len(manifest["artifacts"])
+    assert manifest["sealed_to"] == [recipient]
+    sealed = [a for a in manifest["artifacts"] if a["sealed"]]
+    assert len(sealed) == 18 and all(a["secret"] for a in sealed)
+    assert all(a["sealed"] for a in manifest["artifacts"] if a["secret"])
+    assert len(check.stdout.splitlines()) == len(manifest["artifacts"]) - len(sealed)
+    assert "secrets.tar.age: OK" in check.stdout
     for art in manifest["artifacts"]:
-        mode = stat.S_IMODE((bundle / art["path"]).stat().st_mode)
-        assert (mode == 0o600) == art["secret"], art["path"]
+        path = bundle / art["path"]
+        if art["sealed"]:
+            assert not path.exists(), art["path"]  # no readable key in the artifact
+        else:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 in (0o044, 0o055), art["path"]
     for part in ("munki", "jamf", "intune", "DEPLOY.md", "uninstall.sh"):
         assert (bundle / part).exists(), part
     assert any(a["signed"] for a in manifest["artifacts"] if a["kind"] == "wrapper-pkg")
+
+    # the admin's key opens it with the age CLI: every secret file back, mode 0600, as the manifest says
+    age = subprocess.Popen([require_tool("age"), "-d", "-i", str(key), "secrets.tar.age"], cwd=bundle,
+                           stdout=subprocess.PIPE)
+    subprocess.run([require_tool("tar"), "-x"], stdin=age.stdout, cwd=bundle, check=True)
+    age.stdout.close()
+    assert age.wait(timeout=60) == 0
+    for art in sealed:
+        data = (bundle / art["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == art["sha256"] and len(data) == art["size"], art["path"]
+        assert stat.S_IMODE((bundle / art["path"]).stat().st_mode) == 0o600, art["path"]
 
     # reproducible packing: names sorted, owner 0, mtime = SOURCE_DATE_EPOCH
     with tarfile.open(release / f"{name}.tar.gz") as tar:
@@ -135,11 +167,47 @@ def test_build_step_makes_one_verified_artifact(demo_dir, tmp_path):
     assert {(m.uid, m.gid, m.mtime) for m in members} == {(0, 0, int(EPOCH))}
 
 
+def test_unsealed_only_when_asked_for_explicitly(demo_dir, tmp_path):
+    fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    refused = _run(fleet, tmp_path / "refused", tmp_path, secrets)
+    assert refused.returncode == 2 and "no seal recipient" in refused.stderr
+    assert not (tmp_path / "refused" / "dist").exists()  # nothing was built
+    assert not (fleet / "signing" / "installer.p12").exists()
+
+    out = tmp_path / "out"
+    result = _run(fleet, out, tmp_path, {**secrets, "FLEETPKG_UNSEALED": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "18 secret, READABLE: not sealed" in result.stdout
+    doc = json.loads((out / "build.json").read_text())
+    name = Path(doc["output"]).name
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run([require_tool("bsdtar"), "-xpf", str(out / "release" / f"{name}.tar.gz"), "-C", str(unpacked)],
+                   check=True)
+    bundle = unpacked / name
+    check = subprocess.run([require_tool("sha256sum"), "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert len(check.stdout.splitlines()) == len(manifest["artifacts"])
+    for art in manifest["artifacts"]:  # the tarball keeps modes: private keys stay 0600
+        mode = stat.S_IMODE((bundle / art["path"]).stat().st_mode)
+        assert (mode == 0o600) == art["secret"], art["path"]
+        assert not art["sealed"]
+
+
+def test_a_bad_seal_recipient_fails_the_step_with_one_clear_line(demo_dir, tmp_path):
+    fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    result = _run(fleet, tmp_path / "out", tmp_path, {**secrets, "FLEETPKG_SEAL_TO": "age1typo"})
+    assert result.returncode == 2 and "--seal-to: 'age1typo' is not a valid age recipient" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "release").exists()
+
+
 def test_a_missing_password_fails_the_step_with_one_clear_line(demo_dir, tmp_path):
     fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
     del secrets["FLEET_PFX_PASSWORD"]
     out = tmp_path / "out"
-    result = _run(fleet, out, tmp_path, secrets)
+    result = _run(fleet, out, tmp_path, {**secrets, "FLEETPKG_SEAL_TO": _age_key(tmp_path)[1]})
     assert result.returncode == 2
     assert "FLEET_PFX_PASSWORD" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,6 +4,11 @@ Checks, each reported by name: manifest.json and SHA256SUMS agree with each othe
 files (no missing, changed or unlisted file), secret artifacts are still mode 0600, every package
 opens with valid TOC and file checksums (and valid signatures when signed), every profile parses
 and verifies, every Munki pkginfo is a valid plist pointing at a package that exists.
+
+A sealed build (builder/artifacts/seal.py) is checked as far as it can be without a key: the
+artifacts listed as sealed may be absent (they are inside secrets.tar.age, which must be there,
+be an age file and match its checksum); any that were restored next to it are checked like the
+rest. The notes say what is sealed.
 """
 
 from __future__ import annotations
@@ -64,8 +69,12 @@ def verify_dist(root: Path, trust_roots: Sequence = ()) -> dict:
             problems.append(f"{MANIFEST} holds a malformed artifact entry")
             continue
         listed[art["path"]] = art
-    for missing in sorted(set(listed) - set(sums)):
+    sealed = {rel for rel, art in listed.items() if art.get("sealed")}
+    for missing in sorted(set(listed) - set(sums) - sealed):
         problems.append(f"{missing}: in {MANIFEST} but not in {SUMS}")
+    for rel in sorted(sealed & set(sums)):
+        problems.append(f"{rel}: sealed in {MANIFEST} but listed in {SUMS}")
+    restored = _check_seal(root, manifest, listed, sealed, problems, notes)
     for extra in sorted(set(sums) - set(listed)):
         problems.append(f"{extra}: in {SUMS} but not in {MANIFEST}")
 
@@ -80,6 +89,8 @@ def verify_dist(root: Path, trust_roots: Sequence = ()) -> dict:
         if path is None:
             problems.append(f"{rel}: unsafe path in {MANIFEST}")
             continue
+        if rel in sealed and rel not in restored:
+            continue  # inside secrets.tar.age
         if path.is_symlink() or not path.is_file():
             problems.append(f"{rel}: missing")
             continue
@@ -96,9 +107,9 @@ def verify_dist(root: Path, trust_roots: Sequence = ()) -> dict:
         elif rel.endswith(".mobileconfig"):
             profiles.append(_check_profile(rel, path, trust_roots, problems, notes))
         elif rel.endswith(".plist") and "/pkgsinfo/" in f"/{rel}":
-            _check_pkginfo(root, rel, path, problems)
+            _check_pkginfo(root, rel, path, problems, sealed - restored)
     return {"path": str(root), "ok": not problems, "problems": problems, "notes": notes,
-            "artifacts": len(listed), "packages": packages, "profiles": profiles}
+            "artifacts": len(listed), "sealed": len(sealed), "packages": packages, "profiles": profiles}
 
 
 def _check_package(rel: str, path: Path, trust_roots, problems: list[str], notes: list[str]) -> dict:
@@ -134,7 +145,30 @@ def _check_profile(rel: str, path: Path, trust_roots, problems: list[str], notes
     return {"path": rel, "signed": result.get("signed"), "identifier": result.get("identifier")}
 
 
-def _check_pkginfo(root: Path, rel: str, path: Path, problems: list[str]) -> None:
+def _check_seal(root: Path, manifest: dict, listed: dict, sealed: set[str], problems: list[str],
+                notes: list[str]) -> set[str]:
+    """Check secrets.tar.age (without opening it); returns the sealed artifacts restored here."""
+    from .seal import SEALED_NAME
+    from ..formats.age import is_age_file
+
+    if not sealed:
+        return set()
+    archive = root / SEALED_NAME
+    if SEALED_NAME not in listed:
+        problems.append(f"{SEALED_NAME}: {MANIFEST} lists sealed artifacts but not {SEALED_NAME}")
+    elif archive.is_file() and not archive.is_symlink() and not is_age_file(archive):
+        problems.append(f"{SEALED_NAME}: not an age-encrypted file")
+    restored = {rel for rel in sealed if (p := _safe(root, rel)) is not None and p.is_file()}
+    recipients = manifest.get("sealed_to") if isinstance(manifest.get("sealed_to"), list) else []
+    notes.append(f"{len(sealed)} secret artifact(s) are sealed in {SEALED_NAME} for {len(recipients)} "
+                 f"recipient(s); checked here: its checksum, not its contents (`fleetpkg unseal` checks each "
+                 f"against {MANIFEST} with a recipient's key)")
+    if restored:
+        notes.append(f"{len(restored)} of them are restored in this folder and checked like the other files")
+    return restored
+
+
+def _check_pkginfo(root: Path, rel: str, path: Path, problems: list[str], sealed: set[str] = frozenset()) -> None:
     try:
         doc = plistlib.loads(path.read_bytes())
     except Exception:
@@ -151,6 +185,8 @@ def _check_pkginfo(root: Path, rel: str, path: Path, problems: list[str]) -> Non
         problems.append(f"{rel}: pkginfo is not inside a pkgsinfo/ folder")
         return
     target = _safe(repo / "pkgs", str(location)) if isinstance(location, str) else None
+    if target is not None and target.relative_to(root).as_posix() in sealed:
+        return  # the package is inside secrets.tar.age
     if target is None or not target.is_file():
         problems.append(f"{rel}: installer_item_location {location!r} does not exist under pkgs/")
         return

@@ -6,14 +6,18 @@
 Every other module is a format or a pure transformation; this one only orders them. Per-device
 work (open the .pfx, lint, re-encode, profile, identity package) runs in worker processes and
 writes straight into the private staging folder; results are merged in inventory order, so the
-output does not depend on scheduling.
+output does not depend on scheduling. In a sealed build (--seal-to) workers write nothing: they
+hand the secret bytes back, and the parent seals them (builder/artifacts/seal.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +42,7 @@ class BuildOptions:
     skip_failed_devices: bool = False
     allow_foreign_vendor: bool = False
     ask_password: bool = False
+    seal_to: tuple[str, ...] = ()  # age recipients, besides fleet.toml's [secrets] recipients
 
 
 @dataclass
@@ -47,6 +52,7 @@ class BuildResult:
     device_results: list  # builder.artifacts.checking.DeviceResult, inventory order
     artifacts: list  # builder.artifacts.dist.Artifact
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # risks the admin chose (said as "warning:")
 
 
 # -- per-device work (runs in worker processes) --------------------------------------------------
@@ -62,9 +68,10 @@ class DeviceJob:
 
 @dataclass(frozen=True)
 class DeviceSettings:
-    """Everything a worker needs besides the device: picklable, no secrets but the signer key."""
+    """Everything a worker needs besides the device: picklable, no secrets but the signer key
+    (which reaches workers through the pool's pipe, never a file)."""
 
-    staging: Path
+    staging: Path | None  # None: a sealed build, workers hand their files back as bytes
     fleet: str
     organization: str
     identifier: str
@@ -82,7 +89,7 @@ class DeviceSettings:
 @dataclass(frozen=True)
 class WrittenFile:
     """A file a worker wrote into the staging folder, with the digest of the bytes it wrote (so
-    the parent records it without reading it again)."""
+    the parent records it without reading it again); in a sealed build, the bytes themselves."""
 
     rel: str
     kind: str
@@ -90,6 +97,7 @@ class WrittenFile:
     signer: str | None
     sha256: str
     size: int
+    data: bytes | None = None  # sealed builds: not written, for the parent to seal
 
 
 @dataclass(frozen=True)
@@ -104,9 +112,12 @@ _cas: list[x509.Certificate] = []
 _signer = None
 
 
-def _init_worker(settings: DeviceSettings) -> None:
+def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
     global _settings, _signer
     _settings = settings
+    if in_worker:  # a forked worker inherits the build's SIGTERM handler (staged_output's cleanup),
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # but the pool stops its workers with SIGTERM
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _cas[:] = [x509.load_der_x509_certificate(d) for d in settings.ca_ders]
     _signer = None
     if settings.profile_signer_pem:
@@ -119,15 +130,41 @@ def _init_worker(settings: DeviceSettings) -> None:
                                 tuple(x509.load_der_x509_certificate(c) for c in chain))
 
 
-def _write_file(staging: Path, rel: str, data: bytes, kind: str, signer: str | None = None) -> WrittenFile:
-    """A secret per-device file, 0600 from its creation."""
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose build was SIGKILLed would wait for work forever (its siblings keep the task
+    pipe open), holding the signer's key in memory: it ends when its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(70)
+
+
+def _write_file(staging: Path | None, rel: str, data: bytes, kind: str, signer: str | None = None) -> WrittenFile:
+    """A secret per-device file, 0600 from its creation; with staging None (a sealed build) not
+    written at all but handed back to the parent. The one place workers put secrets anywhere."""
+    digest = hashlib.sha256(data).hexdigest()
+    if staging is None:
+        return WrittenFile(rel, kind, True, signer, digest, len(data), data)
     path = staging / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(staging, path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         os.fchmod(fh.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask (never widened)
-    return WrittenFile(rel, kind, True, signer, hashlib.sha256(data).hexdigest(), len(data))
+    return WrittenFile(rel, kind, True, signer, digest, len(data))
+
+
+def _make_folders(staging: Path, folder: Path) -> None:
+    """The folders below the staging folder, never the staging folder itself: a worker still
+    running after its build failed (and removed the folder) must not bring it back."""
+    missing = []
+    while folder != staging and not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
 
 
 def _device_work(job: DeviceJob) -> tuple[str, object]:
@@ -174,13 +211,8 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
         pkg_rel, pkg_id = f"identity/{job.hostname}.pkg", identity_package_id(s.identifier, job.hostname)
         # the identity package gets its own fresh PKCS#12 and password: artifacts never share secrets
         own = reencode_for_macos(identity, chain=chain, friendly_name=job.hostname.encode())
-        built = _build_identity_package(s, job.hostname, pkg_id, own, roots + intermediates, s.staging / pkg_rel)
-        sha256, size = built.sha256, built.size
-        if sha256 is None or size is None:
-            from .dist import sha256_file
-
-            sha256, size = sha256_file(built.path), built.path.stat().st_size
-        files.append(WrittenFile(pkg_rel, "identity-pkg", True, None, sha256, size))
+        pkg = _build_identity_package(s, job.hostname, pkg_id, own, roots + intermediates)
+        files.append(_write_file(s.staging, pkg_rel, pkg, "identity-pkg"))
     arts = DeviceArtifacts(job.hostname, job.serial, result.not_after, rel, signed_rel, pkg_rel, pkg_id,
                            s.version if pkg_rel else None)
     return DeviceOutcome(result, tuple(files), arts)
@@ -190,7 +222,8 @@ def identity_package_id(prefix: str, hostname: str) -> str:
     return f"{prefix}.identity.{hostname.lower()}"
 
 
-def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encoded, cas, dest: Path):
+def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encoded, cas) -> bytes:
+    """The package, built in memory (no file, no temporary file)."""
     from ..formats.pkg.package import build_component
     from .scripts import IDENTITY_PASSWORD_FILE, IdentityContext, render_identity_scripts
 
@@ -207,14 +240,17 @@ def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encod
     }
     for name, cert in zip(ca_names, cas):
         files[name] = (cert.public_bytes(Encoding.DER), 0o644)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return build_component(dest, identifier=pkg_id, version=s.version, root=None, scripts=files, mode=0o600)
+    return build_component(None, identifier=pkg_id, version=s.version, root=None, scripts=files, mode=0o600).data
 
 
 def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: int,
-                progress: Callable[[int, int], None] | None = None) -> list[DeviceOutcome]:
+                progress: Callable[[int, int], None] | None = None,
+                take: Callable[[DeviceOutcome], DeviceOutcome] | None = None) -> list[DeviceOutcome]:
     """build_device for every job, in inventory order. A bad .pfx is a failed device (its outcome
-    says why); only an unexpected user error in a device's work stops the build."""
+    says why); only an unexpected user error in a device's work stops the build. `take` sees each
+    outcome as it arrives (a sealed build moves the bytes out of it)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     total = len(jobs)
     outcomes: list[DeviceOutcome] = []
 
@@ -222,7 +258,7 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         kind, value = item
         if kind == "error":
             raise CertificateError(value)
-        outcomes.append(value)
+        outcomes.append(take(value) if take else value)
         if progress:
             progress(len(outcomes), total)
 
@@ -232,14 +268,53 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
             done(_device_work(job))
         return outcomes
     chunk = max(1, min(64, total // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True)) as pool:
         try:
             for item in pool.map(_device_work, jobs, chunksize=chunk):
                 done(item)
+        except BrokenProcessPool:
+            raise BuildError("a worker process died (killed, or out of memory); the build stopped and "
+                             "removed what it had written", hint="run the build again; try --jobs 1 if "
+                             "memory is short") from None
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return outcomes
+
+
+def _sealer(stage) -> Callable[[DeviceOutcome], DeviceOutcome]:
+    """Move each outcome's secret bytes into the stage's seal as it arrives, so the parent never
+    holds more than one device's files."""
+    from dataclasses import replace
+
+    def take(outcome: DeviceOutcome) -> DeviceOutcome:
+        files = []
+        for f in outcome.files:
+            if f.data is not None:
+                stage.hold(f.rel, f.data)
+                f = replace(f, data=None)
+            files.append(f)
+        return replace(outcome, files=tuple(files))
+
+    return take
+
+
+def seal_for(config, options: BuildOptions):
+    """The build's Seal (recipients from --seal-to and [secrets] recipients), or None."""
+    from ..errors import ConfigError, FleetpkgError
+    from ..formats.age import parse_recipient
+    from .dist import Seal
+
+    texts = list(dict.fromkeys([*config.secrets.recipients, *(t.strip() for t in options.seal_to)]))
+    if not texts:
+        return None
+    recipients = []
+    for text in texts:
+        try:
+            recipients.append(parse_recipient(text))
+        except FleetpkgError as exc:
+            raise ConfigError(exc.message, where="--seal-to", hint=exc.hint) from None
+    return Seal(tuple(recipients), tuple(texts))
 
 
 # -- the wrapper ---------------------------------------------------------------------------------
@@ -393,6 +468,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     from ..fleet.vendor import inspect_vendor
 
     notes: list[str] = []
+    warnings: list[str] = []
+    seal = seal_for(config, options)  # a bad recipient stops the build before any work
     resolver = PasswordResolver(ask=options.ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in config.devices]
     cas = load_ca_files(list(config.trust.certificates))
@@ -420,7 +497,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             needs_rosetta=vendor.needs_rosetta, client_settings=tuple(config.client.items), receipts=receipt_ids,
             support_dir=support_dir, log_path=f"/var/log/fleetpkg-{fleet}.log")
 
-        with staged_output(final) as stage:
+        with staged_output(final, seal=seal, log=log) as stage:
             # 1. devices: check + identities, in parallel, straight into the staging folder
             signer_material = None
             if profile_signer is not None:
@@ -432,15 +509,15 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                     profile_signer.certificate.public_bytes(Encoding.DER),
                     tuple(c.public_bytes(Encoding.DER) for c in profile_signer.chain))
             settings = DeviceSettings(
-                staging=stage.root, fleet=fleet, organization=config.fleet.organization, identifier=ident,
+                staging=None if stage.sealed else stage.root, fleet=fleet, organization=config.fleet.organization, identifier=ident,
                 version=version, at=options.at, ca_ders=tuple(c.public_bytes(Encoding.DER) for c in cas),
                 allow_all_apps_access=config.profiles.allow_all_apps_access,
                 key_is_extractable=config.profiles.key_is_extractable, binary_path=vendor.binary_path,
-                daemon_label=vendor.daemon_label, identity_packages=config.targets.manual,
+                daemon_label=vendor.daemon_label, identity_packages=_identity_packages(config.targets),
                 profile_signer_pem=signer_material)
             jobs = [DeviceJob(d.hostname, d.serial, d.pfx, d.where, bytes(p)) for d, p in zip(config.devices, passwords)]
             workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
-            outcomes = run_devices(jobs, settings, workers, progress)
+            outcomes = run_devices(jobs, settings, workers, progress, _sealer(stage) if stage.sealed else None)
             results = [o.result for o in outcomes]
             failed = [r for r in results if not r.ok]
             if failed and not options.skip_failed_devices:
@@ -518,15 +595,23 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
 
             # 4. deployment targets
             from .targets import write_targets
+            from .targets.munki import IDENTITIES_WARNING
 
             write_targets(info, stage)
+            if config.targets.munki is not None and config.targets.munki.identities and devices:
+                warnings.append(IDENTITIES_WARNING)
 
             stage.finish({"fleet": fleet, "version": version, "vendor": {
                 "identifier": vendor.identifier, "version": vendor.version,
                 "architectures": list(vendor.architectures), "team_id": vendor.team_id},
                 "skipped_devices": list(skipped)})
             artifacts = stage.artifacts
-    return BuildResult(final, info, results, artifacts, notes)
+    return BuildResult(final, info, results, artifacts, notes, warnings)
+
+
+def _identity_packages(targets) -> bool:
+    """Per-Mac identity packages are made for the manual target and for opted-in Munki items."""
+    return bool(targets.manual or (targets.munki is not None and targets.munki.identities))
 
 
 def _rendered_scripts(ctx) -> dict:

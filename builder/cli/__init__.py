@@ -24,6 +24,8 @@ COMMANDS = {
     "build": "build",
     "inspect": "inspect",
     "verify": "verify",
+    "unseal": "unseal",
+    "clean": "clean",
     "sign": "sign",
 }
 

@@ -12,7 +12,7 @@ from ..errors import EXIT_FINDINGS, EXIT_OK
 
 def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs: int | None,
                  at_text: str | None, skip_failed_devices: bool, allow_foreign_vendor: bool,
-                 ask_password: bool, quiet: bool) -> int:
+                 ask_password: bool, quiet: bool, seal_to: tuple[str, ...] = ()) -> int:
     from .commands.check import parse_at
     from ..fleet.config import load_config
     from .output import emit_json
@@ -22,7 +22,7 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
     out = out_dir or (config.path.parent / "dist")
     options = BuildOptions(out_dir=Path(out), at=parse_at(at_text), jobs=jobs,
                            skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
-                           ask_password=ask_password)
+                           ask_password=ask_password, seal_to=tuple(seal_to))
     from .progress import ProgressBar, wanted
 
     talk = not as_json and not quiet
@@ -56,13 +56,15 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
         emit_json({
             "fleet": config.fleet.name, "ok": True, "version": result.info.version,
             "output": str(result.output),
+            "sealed": any(a.sealed for a in result.artifacts),
             "artifacts": [{"path": a.path, "kind": a.kind, "sha256": a.sha256, "size": a.size,
-                           "secret": a.secret, "signed": a.signed} for a in result.artifacts],
+                           "secret": a.secret, "signed": a.signed, "sealed": a.sealed} for a in result.artifacts],
             "devices": [r.to_json() for r in results],
             "skipped_devices": list(result.info.skipped_devices),
             "summary": {"devices": len(results), "ok": len(results) - len(failed), "failed": len(failed),
                         "warnings": warnings},
             "notes": result.notes,
+            "warnings": result.warnings,
         })
         return EXIT_OK
     if quiet:
@@ -73,14 +75,19 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
                 click.echo(f"warning: {r.hostname}: {f.rule}: {f.message}", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     arts = result.artifacts
     secret = sum(1 for a in arts if a.secret)
+    sealed = sum(1 for a in arts if a.sealed)
     signed = sum(1 for a in arts if a.signed)
     info = result.info
+    kept = (f"sealed in secrets.tar.age; `fleetpkg unseal {result.output} --identity KEYFILE` restores them"
+            if sealed else "mode 0600")
     lines = [
         f"Built {info.fleet} {info.version} into {result.output}",
         f"  devices: {len(results) - len(failed)} built, {len(failed)} skipped, {warnings} warning(s)",
-        f"  artifacts: {len(arts)} ({secret} secret, mode 0600; {signed} signed)",
+        f"  artifacts: {len(arts)} ({secret} secret, {kept}; {signed} signed)",
         f"  wrapper: {info.wrapper} ({'signed by ' + info.wrapper_signed_by if info.wrapper_signed_by else 'unsigned'})",
     ]
     if failed:  # the devices the build skipped, each with the rules it fails

@@ -24,16 +24,16 @@ from ..errors import ConfigError
 from .fields import existing_file, suggest
 from .inventory import load_devices
 from .model import (ClientSettings, Device, Enroll, Fleet, FleetConfig, Inventory, MunkiTarget, Profiles,
-                    Signing, SigningIdentity, Targets, Trust, Vendor, split_list)
+                    Secrets, Signing, SigningIdentity, Targets, Trust, Vendor, split_list)
 from .passwords import ENV_NAME, ChallengeSource, PasswordSource
 
 __all__ = ["ClientSettings", "Device", "Enroll", "Fleet", "FleetConfig", "Inventory", "MunkiTarget",
-           "Profiles", "Signing", "SigningIdentity", "Targets", "Trust", "Vendor", "load_config"]
+           "Profiles", "Secrets", "Signing", "SigningIdentity", "Targets", "Trust", "Vendor", "load_config"]
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 TABLES = ("fleet", "vendor", "client", "trust", "devices", "signing", "profiles", "targets",
-          "enroll")
+          "enroll", "secrets")
 REQUIRED_TABLES = ("fleet", "vendor", "client", "trust", "devices")
 
 _FLEET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}\Z")
@@ -79,8 +79,9 @@ def load_config(path: str | os.PathLike[str]) -> FleetConfig:
     profiles = _load_profiles(_Table(ctx, "profiles", doc.get("profiles", {})))
     targets = _load_targets(_Table(ctx, "targets", doc.get("targets", {})))
     enroll = _load_enroll(_Table(ctx, "enroll", doc["enroll"])) if "enroll" in doc else None
+    secrets = _load_secrets(_Table(ctx, "secrets", doc.get("secrets", {})))
     return FleetConfig(path.absolute(), fleet, vendor, client, trust, inventory, devices,
-                       signing, profiles, targets, enroll)
+                       signing, profiles, targets, enroll, secrets)
 
 
 def _read_toml(path: Path, shown: str) -> dict[str, Any]:
@@ -462,7 +463,8 @@ def _load_profiles(t: _Table) -> Profiles:
 
 def _load_targets(t: _Table) -> Targets:
     munki_raw = t.get("munki", (bool, dict), False, True,
-                      hint='write munki = true, false or { catalogs = ["testing"], name = "1E-Client" }')
+                      hint='write munki = true, false or { catalogs = ["testing"], name = "1E-Client", '
+                           'identities = false }')
     munki: MunkiTarget | None
     if munki_raw is True:
         munki = MunkiTarget()
@@ -481,8 +483,9 @@ def _load_targets(t: _Table) -> Targets:
         name = sub.string("name", default="1E-Client")
         if not _MUNKI_NAME.match(name):
             raise sub.err("name", f"{name!r} must be letters, digits, '.', '_' or '-'")
+        identities = sub.boolean("identities", False)
         sub.finish()
-        munki = MunkiTarget(tuple(catalogs), name)
+        munki = MunkiTarget(tuple(catalogs), name, identities)
     targets = Targets(munki, t.boolean("jamf", True), t.boolean("intune", True),
                       t.boolean("manual", True))
     t.finish()
@@ -596,3 +599,23 @@ def _subject(t: _Table) -> tuple[tuple[str, str], ...]:
             raise t.err("subject", f"C = {value!r} must be a two-letter country code, e.g. \"DE\"")
         out.append((key, value))
     return tuple(out)
+
+
+def _load_secrets(t: _Table) -> Secrets:
+    from ..errors import FleetpkgError
+    from ..formats.age import RECIPIENT_HINT, parse_recipient
+
+    raw = t.get("recipients", (list,), False, [], hint='write recipients = ["age1..."]')
+    texts = []
+    for value in raw:
+        if not isinstance(value, str):
+            raise t.err("recipients", f"{_typename(value)} is not a recipient", hint=RECIPIENT_HINT)
+        try:
+            parse_recipient(value)
+        except FleetpkgError as exc:
+            raise t.err("recipients", exc.message, hint=exc.hint) from None
+        if value.strip() in texts:
+            raise t.err("recipients", "lists a recipient twice")
+        texts.append(value.strip())
+    t.finish()
+    return Secrets(tuple(texts))

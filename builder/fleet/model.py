@@ -111,6 +111,9 @@ class Profiles:
 class MunkiTarget:
     catalogs: tuple[str, ...] = ("testing",)
     name: str = "1E-Client"
+    # Per-Mac identity items: off by default, because a Munki repository serves every item to
+    # every client (installable_condition limits installs, not downloads).
+    identities: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,13 @@ class Enroll:
 
 
 @dataclass(frozen=True)
+class Secrets:
+    """[secrets]: age recipients (public keys, as text) a build seals its secret files to."""
+
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     path: Path  # fleet.toml, absolute
     fleet: Fleet
@@ -146,6 +156,7 @@ class FleetConfig:
     profiles: Profiles
     targets: Targets
     enroll: Enroll | None = None
+    secrets: Secrets = Secrets()
 
     @property
     def root(self) -> Path:

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Build a fleetpkg release bundle in CI: one tarball (modes kept, so private keys stay 0600) plus
-# its SHA-256, ready to upload as a single artifact. See docs/ci.md.
+# Build a fleetpkg release bundle in CI: one tarball plus its SHA-256, ready to upload as a single
+# artifact. The build is sealed: every device's private key is inside secrets.tar.age, encrypted
+# to the admins' age (or SSH) public keys, so the artifact holds no readable key. See docs/ci.md.
 #
 # Usage: build-release.sh FLEET_DIR OUT_DIR
 #   FLEET_DIR  folder holding fleet.toml, devices.csv, the vendor package, CA files, device .pfx files
@@ -13,11 +14,14 @@
 #   as base64, written (mode 0600) to the paths fleet.toml names, given here as
 #   INSTALLER_IDENTITY_PATH / PROFILE_IDENTITY_PATH relative to FLEET_DIR (defaults
 #   signing/installer.p12 and signing/profiles.p12), and deleted when the build ends.
+# Seal recipients (public keys, not secrets): fleet.toml's [secrets] recipients and/or
+#   FLEETPKG_SEAL_TO, one age1... or ssh-ed25519/ssh-rsa public key per line. Without any, the step
+#   refuses to run, unless FLEETPKG_UNSEALED=1 asks for readable keys in the artifact.
 # Other settings: FLEETPKG_CONFIG (default fleet.toml), FLEETPKG_JOBS, SOURCE_DATE_EPOCH
 # (default: the last commit's time in FLEET_DIR when it is a git checkout, else now).
 # Needs a Linux runner (GNU tar, coreutils sha256sum/base64) and python3.
-# Exit status: fleetpkg's (1 a device fails the certificate rules, 2 input error), or 3 when the
-# bundle does not match its own SHA256SUMS.
+# Exit status: fleetpkg's (1 a device fails the certificate rules, 2 input error, or no seal
+# recipient), or 3 when the bundle does not match its own SHA256SUMS or is not sealed as asked.
 set -euo pipefail
 umask 077
 
@@ -38,6 +42,25 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
     SOURCE_DATE_EPOCH=$(git -C "$FLEET_DIR" log -1 --format=%ct 2>/dev/null || date +%s)
 fi
 export SOURCE_DATE_EPOCH
+
+# Sealing: recipients from the environment (one per line) and from fleet.toml.
+SEAL_ARGS=()
+while IFS= read -r recipient; do
+    recipient="${recipient%$'\r'}"
+    [ -n "${recipient// /}" ] || continue
+    SEAL_ARGS+=(--seal-to "$recipient")
+done <<<"${FLEETPKG_SEAL_TO:-}"
+config_recipients=$(python3 -c 'import sys, tomllib
+with open(sys.argv[1], "rb") as fh:
+    print(len(tomllib.load(fh).get("secrets", {}).get("recipients", [])))' "$CONFIG") ||
+    die "cannot read $CONFIG"
+if [ "${#SEAL_ARGS[@]}" -eq 0 ] && [ "$config_recipients" -eq 0 ]; then
+    [ "${FLEETPKG_UNSEALED:-}" = 1 ] ||
+        die "no seal recipient: set FLEETPKG_SEAL_TO (age or SSH public keys, one per line) or [secrets] recipients in fleet.toml; FLEETPKG_UNSEALED=1 ships readable private keys instead"
+    SEALED=0
+else
+    SEALED=1
+fi
 
 # Signing identities from the secret store: decoded to the paths fleet.toml expects, removed on exit.
 WRITTEN=()
@@ -63,7 +86,7 @@ decode_identity "${INSTALLER_IDENTITY_P12_BASE64:-}" "${INSTALLER_IDENTITY_PATH:
 decode_identity "${PROFILE_IDENTITY_P12_BASE64:-}" "${PROFILE_IDENTITY_PATH:-signing/profiles.p12}"
 
 # The build: one JSON document on stdout (fleetpkg's contract), one error line on stderr.
-args=(build "$CONFIG" --output "$OUT_DIR/dist" --json)
+args=(build "$CONFIG" --output "$OUT_DIR/dist" --json "${SEAL_ARGS[@]+"${SEAL_ARGS[@]}"}")
 if [ -n "${FLEETPKG_JOBS:-}" ]; then
     args+=(--jobs "$FLEETPKG_JOBS")
 fi
@@ -87,8 +110,16 @@ bundle=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["outpu
 [ -d "$bundle" ] || die "fleetpkg reported $bundle, which does not exist"
 name=$(basename -- "$bundle")
 
-# The bundle must match its own checksums before it is shipped.
+# The bundle must match its own checksums, and be sealed when sealing was asked for, before it is shipped.
 (cd "$bundle" && sha256sum --quiet -c SHA256SUMS) || die "$name does not match its SHA256SUMS" 3
+if [ "$SEALED" = 1 ]; then
+    python3 - "$OUT_DIR/build.json" <<'PY' || die "$name is not sealed: a secret file is readable in it" 3
+import json, sys
+doc = json.load(open(sys.argv[1]))
+sys.exit(0 if doc.get("sealed") and all(a["sealed"] for a in doc["artifacts"] if a["secret"]) else 1)
+PY
+    [ -f "$bundle/secrets.tar.age" ] || die "$name has no secrets.tar.age" 3
+fi
 if fleetpkg verify --help >/dev/null 2>&1; then
     fleetpkg verify "$bundle" >&2 || die "fleetpkg verify found problems in $name" 3
 fi
@@ -107,8 +138,9 @@ import json, sys
 doc = json.load(open(sys.argv[1]))
 s = doc["summary"]
 secret = sum(1 for a in doc["artifacts"] if a["secret"])
+kept = "sealed in secrets.tar.age" if doc.get("sealed") else "READABLE: not sealed"
 print(f"{doc['fleet']} {doc['version']}: {s['ok']} of {s['devices']} devices built, "
-      f"{s['warnings']} warning(s), {len(doc['artifacts'])} artifacts ({secret} secret)")
+      f"{s['warnings']} warning(s), {len(doc['artifacts'])} artifacts ({secret} secret, {kept})")
 for host in doc.get("skipped_devices", []):
     print(f"skipped: {host}")
 PY

@@ -124,7 +124,8 @@ manual = false
 
 
 @pytest.mark.parametrize("value,expected", [("true", MunkiTarget()), ("false", None),
-                                            ('{ name = "X" }', MunkiTarget(("testing",), "X"))])
+                                            ('{ name = "X" }', MunkiTarget(("testing",), "X")),
+                                            ("{ identities = true }", MunkiTarget(identities=True))])
 def test_munki_forms(fleet, value, expected):
     append(fleet, f"[targets]\nmunki = {value}\n")
     assert load_config(fleet.config).targets.munki == expected
@@ -526,6 +527,7 @@ def test_signing_errors(fleet, body, needle):
     ('munki = { catalogs = ["a", "a"] }', "lists a catalog twice"),
     ('munki = { catalogs = "testing" }', "targets.munki.catalogs: expected an array"),
     ('munki = { name = "1E Client" }', "targets.munki.name: '1E Client' must be"),
+    ('munki = { identities = "yes" }', "targets.munki.identities: expected a boolean"),
 ])
 def test_target_errors(fleet, body, needle):
     append(fleet, f"[targets]\n{body}\n")
@@ -644,3 +646,49 @@ def test_missing_pfx_loads_for_check_build_and_enroll(fleet):
     pfx.unlink()
     cfg = load_config(fleet.config)
     assert cfg.devices[0].pfx == pfx
+
+
+# -- [secrets]: age recipients a build seals to ----------------------------------------------
+
+def _age_recipient() -> str:
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    key = subprocess.run([require_tool("age-keygen")], check=True, capture_output=True, text=True).stdout
+    return subprocess.run([require_tool("age-keygen"), "-y"], input=key, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_secrets_recipients(fleet):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ssh = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + " admin@acme"
+    age = _age_recipient()
+    append(fleet, f'[secrets]\nrecipients = ["{age}", "{ssh}"]\n')
+    assert load_config(fleet.config).secrets.recipients == (age, ssh)
+
+
+def test_no_secrets_table_means_unsealed(fleet):
+    assert load_config(fleet.config).secrets.recipients == ()
+
+
+@pytest.mark.parametrize("value,needle", [
+    ('["age1nope"]', "secrets.recipients: 'age1nope' is not a valid age recipient"),
+    ('["AGE-SECRET-KEY-1ABC"]', "secrets.recipients: this is a private key, not a recipient"),
+    ("[1]", "secrets.recipients: an integer is not a recipient"),
+    ('"age1x"', "secrets.recipients: expected an array"),
+])
+def test_secrets_errors(fleet, value, needle):
+    append(fleet, f"[secrets]\nrecipients = {value}\n")
+    assert needle in error_of(fleet.config)
+
+
+def test_secrets_duplicate_and_unknown_key(fleet):
+    age = _age_recipient()
+    append(fleet, f'[secrets]\nrecipients = ["{age}", " {age}"]\n')
+    assert "lists a recipient twice" in error_of(fleet.config)
+    edit(fleet, f'recipients = ["{age}", " {age}"]', f'recipient = ["{age}"]')
+    assert "unknown key 'recipient'" in error_of(fleet.config)

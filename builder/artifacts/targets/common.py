@@ -17,7 +17,12 @@ def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool 
     else a streamed copy.
 
     Secret copies are created 0600 before a byte is written, so a private key is never readable
-    by others even for a moment."""
+    by others even for a moment. In a sealed build a secret's copy is a link inside the seal."""
+    known = stage.artifact(src_rel)
+    if known is not None and known.sealed:
+        if not secret:
+            raise BuildError(f"internal error: {dst_rel} would be a public copy of the secret {src_rel}")
+        return stage.link_sealed(src_rel, dst_rel, kind=kind, signed=signed)
     src = stage.path(src_rel)
     if not src.is_file():
         raise BuildError(f"internal error: {src_rel} was not staged before the targets ran")
@@ -29,7 +34,6 @@ def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool 
         except OSError:
             pass  # file systems without hard links: copy below
         else:  # the same inode: the source's recorded digest is the copy's
-            known = stage.artifact(src_rel)
             return stage.register(dst_rel, kind=kind, secret=secret, signed=signed,
                                   sha256=known.sha256 if known else None, size=known.size if known else None)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

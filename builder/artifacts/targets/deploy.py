@@ -47,6 +47,8 @@ DESCRIPTIONS = {
     "intune-login-items-profile": "Intune: background-items profile as a custom configuration profile (unsigned).",
     "intune-device-profile": "Intune: a Mac's identity profile as a custom configuration profile (unsigned).",
     "intune-notes": "Intune: detection rules for the app.",
+    "sealed-secrets": "Every secret file of this build, as one tar encrypted with age to the recipients "
+                      "below: `fleetpkg unseal` or `age -d` restores them.",
 }
 FINAL_FILES = (
     ("DEPLOY.md", "This file."),
@@ -65,6 +67,7 @@ class Row:
     secret: bool
     signed: str | None
     what: str
+    sealed: bool = False
 
 
 def _device_pattern(path: str, hosts: set[str], prefix: str) -> str:
@@ -94,11 +97,15 @@ def artifact_rows(artifacts, info) -> list[Row]:
         signers = sorted({a.signed for a in arts if a.signed})
         rows.append(Row(pattern, kind, len(arts), any(a.secret for a in arts),
                         ", ".join(signers) or None,
-                        DESCRIPTIONS.get(kind, f"{kind} (see manifest.json)")))
+                        DESCRIPTIONS.get(kind, f"{kind} (see manifest.json)"),
+                        any(a.sealed for a in arts)))
     return rows
 
 
-def render_deploy(info, artifacts, sections: dict) -> str:
+def render_deploy(info, artifacts, sections: dict, sealed: dict | None = None) -> str:
+    """sealed: {"count", "recipients"} when the secret files are in secrets.tar.age."""
+    from .munki import IDENTITIES_WARNING
+
     rows = artifact_rows(artifacts, info)
     device_profile = {d.hostname: (d.signed_profile or d.profile) for d in info.devices}
     after_install = None
@@ -108,8 +115,10 @@ def render_deploy(info, artifacts, sections: dict) -> str:
                   after_install=after_install,
                   device_profile=device_profile, manual_profile_signed=any(d.signed_profile for d in info.devices),
                   doctor=f"{info.support_dir}/doctor", uninstall=f"{info.support_dir}/uninstall.sh",
-                  wrapper_name=info.wrapper.rsplit("/", 1)[-1])
+                  wrapper_name=info.wrapper.rsplit("/", 1)[-1], munki_warning=IDENTITIES_WARNING,
+                  sealed=sealed)
 
 
 def write_deploy(info, stage, sections: dict) -> None:
-    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections), kind="deploy-notes")
+    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections, stage.sealed_summary()),
+              kind="deploy-notes")

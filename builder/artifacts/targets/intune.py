@@ -57,7 +57,8 @@ def write_intune(info, stage) -> dict:
             profiles.append(("device", device.profile, f"intune/profiles/devices/{device.hostname}.mobileconfig",
                              True))
     for _what, src, _dst, _secret in profiles:  # check all before writing any
-        check_profile(src, stage.path(src).stat().st_size)
+        known = stage.artifact(src)
+        check_profile(src, known.size if known is not None else stage.path(src).stat().st_size)
 
     copy_artifact(stage, info.wrapper, f"intune/{wrapper_name}", kind="intune-pkg", signed=info.wrapper_signed_by)
     for name, text in scripts.items():

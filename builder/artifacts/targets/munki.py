@@ -11,7 +11,8 @@ Keys follow Munki 7's makepkginfo/makecatalogs (profiles-and-mdm.md section 6.3)
 - `RestartAction` is the wrapper's restart need (the vendor's onConclusion, e.g. RequireRestart),
   as makepkginfo would read it from the package; Munki then never installs the item unattended
   but has the user log out or restart. Absent when nothing is required.
-- identity items carry `installable_condition` (the Mac's serial number from the inventory, else
+- identity items (only with `[targets] munki = { identities = true }`, see IDENTITIES_WARNING)
+  carry `installable_condition` (the Mac's serial number from the inventory, else
   its host name, case-insensitively, also as uname prints it with or without `.local`) and
   `requires` the client item: the identity import grants key access to the 1E Client binary,
   which must exist first.
@@ -30,6 +31,17 @@ from ...errors import BuildError
 from ...formats.pkg.conclusion import NONE
 from .common import copy_artifact
 
+# One paragraph, said by `fleetpkg build` and DEPLOY.md when identity items are on.
+IDENTITIES_WARNING = (
+    "Munki identity items are on ([targets] munki.identities = true): munki/pkgs/ holds every Mac's "
+    "identity package, that is its private key and the password that opens it. A Munki repository is a "
+    "web server that every client reads with the same credentials, and installable_condition only decides "
+    "what a Mac installs, not what it can download: any Mac, or anyone holding the repository's "
+    "credentials, can fetch every other Mac's key and impersonate it to the Tachyon Switch. Serve these "
+    "items only from a repository that gives each Mac its own items and nothing else (for example "
+    "per-client paths behind client-certificate authentication). Otherwise deliver identities with MDM "
+    "device profiles (jamf/, intune/, profiles/devices/) or hand each Mac its identity package "
+    "(identity/<hostname>.pkg) out of band, and leave identities = false.")
 ARCHITECTURES = ("arm64", "x86_64")  # the wrapper declares both (Rosetta for the x86_64 client)
 _PREDICATE_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -164,6 +176,8 @@ def write_munki(info, stage) -> list[str]:
     stage.write(rel, dump(client_pkginfo(info, location=location, sha256=art.sha256, size=art.size)),
                 kind="munki-pkginfo")
     written.append(rel)
+    if not munki.identities:
+        return written
     names = host_names(info.devices)
     for device in info.devices:
         if not device.identity_pkg:

@@ -18,12 +18,16 @@ import click
 @click.option("--skip-failed-devices", is_flag=True, help="Build the devices that pass and list the others.")
 @click.option("--allow-foreign-vendor", is_flag=True, help="Accept a vendor package that is not the 1E Client.")
 @click.option("--ask-password", is_flag=True, help="Prompt (hidden) for passwords with no env/file source.")
+@click.option("--seal-to", "seal_to", multiple=True, metavar="RECIPIENT",
+              help="Seal every secret file into secrets.tar.age for this age recipient (age1... or an "
+                   "ssh-ed25519/ssh-rsa public key); repeatable, adds to [secrets] recipients.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors.")
 def command(config: Path, out_dir: Path | None, as_json: bool, jobs: int | None, at_text: str | None,
-            skip_failed_devices: bool, allow_foreign_vendor: bool, ask_password: bool, quiet: bool) -> int:
+            skip_failed_devices: bool, allow_foreign_vendor: bool, ask_password: bool, seal_to: tuple[str, ...],
+            quiet: bool) -> int:
     """Build the wrapper package, profiles, identity packages and deployment files for CONFIG."""
     from ..buildreport import report_build
 
     return report_build(config, out_dir=out_dir, as_json=as_json, jobs=jobs, at_text=at_text,
                         skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
-                        ask_password=ask_password, quiet=quiet)
+                        ask_password=ask_password, seal_to=seal_to, quiet=quiet)

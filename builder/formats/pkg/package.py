@@ -206,6 +206,7 @@ class BuiltComponent:
     info: PackageInfo
     sha256: str | None = None  # of the file written, when it was made in memory
     size: int | None = None
+    data: bytes | None = None  # the package itself, when build_component(None, ...) wrote no file
 
 
 def _payload_entries(root, where: str) -> list:
@@ -257,7 +258,7 @@ def _all_in_memory(*trees) -> bool:
     return total <= IN_MEMORY_MAX
 
 
-def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
+def build_component(dest: str | os.PathLike | None, *, identifier: str, version: str,
                     root: str | os.PathLike | Sequence | None,
                     scripts: str | os.PathLike | Mapping[str, bytes | tuple[bytes, int]] | None = None,
                     install_location: str | None = "/", auth: str = "root",
@@ -270,6 +271,9 @@ def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
     payload-free package shaped like `pkgbuild --nopayload`: its Bom and Payload hold only the "."
     directory, as Apple's own output does (fixture rtrouton-Fix_Zoom_Vulnerability.pkg), so tools
     that expect those members (receipts, `pkgutil --files`) keep working.
+
+    dest None builds a small all-in-memory package without touching the disk and returns it as
+    `data` (a sealed build's identity packages).
     """
     if not identifier or not version:
         raise BuildError("a component needs an identifier and a version", where=str(dest))
@@ -287,7 +291,10 @@ def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
             raise BuildError("scripts hold neither preinstall nor postinstall", where=str(dest))
     import tempfile
     from .payload import write_payload
-    dest = Path(dest)
+    if dest is None and not _all_in_memory(entries, script_entries):
+        raise BuildError("internal error: only a small in-memory package can be built without a file",
+                         where=identifier)
+    dest = Path(dest) if dest is not None else None
 
     def info_for(stats) -> PackageInfo:
         return PackageInfo(
@@ -311,7 +318,7 @@ def build_component(dest: str | os.PathLike, *, identifier: str, version: str,
         with _xar().XarWriter(dest, checksum_alg=checksum_alg, in_memory=True, mode=mode) as w:
             _add_members(w, "", members)
         sha256, size = w.written or (None, None)
-        return BuiltComponent(dest, info, sha256, size)
+        return BuiltComponent(dest, info, sha256, size, w.data)
     with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
         payload_path = Path(tmp) / "Payload"
         with open(payload_path, "wb") as out:

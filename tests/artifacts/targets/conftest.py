@@ -49,6 +49,21 @@ def demo_build(tmp_path_factory) -> Build:
     return Build(folder, find_build(folder))
 
 
+@pytest.fixture(scope="session")
+def munki_identities_build(demo_build, tmp_path_factory) -> Build:
+    """The demo fleet rebuilt with `[targets] munki = { ..., identities = true }`; `.folder` also
+    holds build-stderr.txt, what the build said."""
+    folder = copy_demo_fleet(demo_build, tmp_path_factory.mktemp("munki-identities") / "demo")
+    toml = folder / "fleet.toml"
+    text = toml.read_text()
+    old = 'munki = { catalogs = ["testing"], name = "1E-Client" }'
+    assert old in text
+    toml.write_text(text.replace(old, 'munki = { catalogs = ["testing"], name = "1E-Client", identities = true }'))
+    result = fleetpkg("build", str(toml), "--jobs", "1")
+    (folder / "build-stderr.txt").write_text(result.stderr)
+    return Build(folder, find_build(folder))
+
+
 def inspect_json(path: Path) -> dict:
     return json.loads(fleetpkg("inspect", "--json", str(path)).stdout)
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from builder.fleet.config import Targets
+from builder.fleet.config import MunkiTarget, Targets
 from builder.artifacts.targets import write_targets
 from builder.artifacts.targets.deploy import artifact_rows
 from tests.artifacts.targets.conftest import copy_demo_fleet, find_build, fleetpkg
@@ -117,7 +117,8 @@ def test_cli_build_with_every_target_off(demo_build, tmp_path):
 
 
 def test_rows_fold_per_device_files(tmp_path):
-    info, stage = make_build(tmp_path / "r", hosts=(("mac01", None), ("mac01.local", None), ("web-7", "C1")))
+    info, stage = make_build(tmp_path / "r", hosts=(("mac01", None), ("mac01.local", None), ("web-7", "C1")),
+                             targets=Targets(MunkiTarget(("production", "testing"), "1E-Client", identities=True)))
     write_targets(info, stage)
     rows = {(r.pattern, r.kind): r for r in artifact_rows(stage.artifacts, info)}
     assert rows[("profiles/devices/<hostname>.mobileconfig", "device-profile")].count == 3

@@ -56,8 +56,36 @@ def _split(infos: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     return client[0], identities
 
 
-def test_every_pkginfo_has_munkis_keys_and_types(demo_build):
+def test_default_fragment_carries_the_client_package_only(demo_build):
+    """A Munki repo serves every item to every client: no Mac's identity goes in by default."""
     infos = _pkginfos(demo_build.root)
+    client, identities = _split(infos)
+    assert identities == {} and list(infos) == [f"munki/pkgsinfo/demo/1E-Client-{client['version']}.plist"]
+    pkgs = demo_build.root / "munki" / "pkgs"
+    assert [str(p.relative_to(pkgs)) for p in pkgs.rglob("*") if p.is_file()] == [client["installer_item_location"]]
+    munki_arts = {p: a for p, a in demo_build.artifacts().items() if p.startswith("munki/")}
+    assert len(munki_arts) == 2 and not any(a["secret"] for a in munki_arts.values())
+    text = (demo_build.root / "DEPLOY.md").read_text()
+    assert "carries the client package only" in text and "**Warning.**" not in text
+    assert "-identity-<hostname>" not in text
+
+
+def test_opting_in_warns_in_the_build_and_in_deploy_md(munki_identities_build):
+    said = (munki_identities_build.folder / "build-stderr.txt").read_text()
+    assert f"warning: {munki.IDENTITIES_WARNING}\n" in said
+    assert said.count("Munki identity items are on") == 1
+    text = (munki_identities_build.root / "DEPLOY.md").read_text()
+    assert f"**Warning.** {munki.IDENTITIES_WARNING}\n" in text
+    # the paragraph says who can download, what protects them and what to use instead
+    for needle in ("any Mac, or anyone holding the repository's credentials, can fetch every other Mac's key",
+                   "per-client paths behind client-certificate authentication", "MDM device profiles",
+                   "out of band"):
+        assert needle in munki.IDENTITIES_WARNING
+    assert "**every Mac can download every identity package**" in text
+
+
+def test_every_pkginfo_has_munkis_keys_and_types(munki_identities_build):
+    infos = _pkginfos(munki_identities_build.root)
     client, identities = _split(infos)
     _check_types(client, CLIENT_KEYS, CLIENT_REQUIRED, "client")
     assert len(identities) == 3
@@ -73,13 +101,13 @@ def test_every_pkginfo_has_munkis_keys_and_types(demo_build):
             _check_types(item, INSTALLS_KEYS, {"type", "path"}, f"{where} installs")
             assert item["type"] == "file"
     assert client["uninstallable"] is True and client["uninstall_method"] == "uninstall_script"
-    assert client["uninstall_script"] == (demo_build.root / "uninstall.sh").read_text()
+    assert client["uninstall_script"] == (munki_identities_build.root / "uninstall.sh").read_text()
 
 
-def test_installer_item_location_exists_under_pkgs_with_its_hash_and_size(demo_build):
+def test_installer_item_location_exists_under_pkgs_with_its_hash_and_size(munki_identities_build):
     """makecatalogs leaves out items whose installer_item_location is missing under pkgs/."""
-    pkgs = demo_build.root / "munki" / "pkgs"
-    for where, doc in _pkginfos(demo_build.root).items():
+    pkgs = munki_identities_build.root / "munki" / "pkgs"
+    for where, doc in _pkginfos(munki_identities_build.root).items():
         location = doc["installer_item_location"]
         assert not location.startswith("/") and ".." not in location.split("/")
         item = pkgs / location
@@ -88,7 +116,7 @@ def test_installer_item_location_exists_under_pkgs_with_its_hash_and_size(demo_b
         assert doc["installer_item_hash"] == hashlib.sha256(data).hexdigest(), where
         assert doc["installer_item_size"] == os.path.getsize(item) // 1024, where  # makepkginfo: Int(size/1024)
     every_pkg = {str(p.relative_to(pkgs)) for p in pkgs.rglob("*.pkg")}
-    assert every_pkg == {d["installer_item_location"] for d in _pkginfos(demo_build.root).values()}
+    assert every_pkg == {d["installer_item_location"] for d in _pkginfos(munki_identities_build.root).values()}
 
 
 def test_client_receipts_and_sizes_match_inspect_of_the_wrapper(demo_build):
@@ -128,18 +156,18 @@ def test_client_installs_items_are_files_the_wrapper_installs(demo_build, tmp_pa
     assert f"version={client['version']}" in installed[conf["path"]].read_text().splitlines()
 
 
-def test_identity_items_match_devices_and_their_packages(demo_build):
-    _, identities = _split(_pkginfos(demo_build.root))
-    with open(demo_build.folder / "devices.csv", newline="") as fh:
+def test_identity_items_match_devices_and_their_packages(munki_identities_build):
+    _, identities = _split(_pkginfos(munki_identities_build.root))
+    with open(munki_identities_build.folder / "devices.csv", newline="") as fh:
         devices = list(csv.DictReader(fh))
     assert sorted(identities) == sorted(f"1E-Client-identity-{d['hostname']}" for d in devices)
-    pkgs = demo_build.root / "munki" / "pkgs"
+    pkgs = munki_identities_build.root / "munki" / "pkgs"
     for device in devices:
         doc = identities[f"1E-Client-identity-{device['hostname']}"]
         assert doc["requires"] == ["1E-Client"]
         assert "installs" not in doc
         pkg = pkgs / doc["installer_item_location"]
-        assert pkg.read_bytes() == (demo_build.root / "identity" / f"{device['hostname']}.pkg").read_bytes()
+        assert pkg.read_bytes() == (munki_identities_build.root / "identity" / f"{device['hostname']}.pkg").read_bytes()
         info = inspect_json(pkg)
         assert doc["receipts"] == [{"packageid": p["identifier"], "version": p["version"]}
                                    for p in info["packages"]]
@@ -152,23 +180,23 @@ def test_identity_items_match_devices_and_their_packages(demo_build):
             assert doc["installable_condition"] == f'hostname ==[c] "{host}" OR hostname ==[c] "{short}"'
 
 
-def test_identity_packages_are_secret_and_0600(demo_build):
-    artifacts = demo_build.artifacts()
-    idents = sorted((demo_build.root / "munki" / "pkgs").rglob("identity/*.pkg"))
+def test_identity_packages_are_secret_and_0600(munki_identities_build):
+    artifacts = munki_identities_build.artifacts()
+    idents = sorted((munki_identities_build.root / "munki" / "pkgs").rglob("identity/*.pkg"))
     assert len(idents) == 3
     for pkg in idents:
-        rel = str(pkg.relative_to(demo_build.root))
+        rel = str(pkg.relative_to(munki_identities_build.root))
         assert stat.S_IMODE(pkg.stat().st_mode) == 0o600, rel
         assert artifacts[rel]["secret"] is True, rel
         assert artifacts[rel]["kind"] == "munki-identity-pkg"
-    for plist in (demo_build.root / "munki" / "pkgsinfo").rglob("*.plist"):
-        rel = str(plist.relative_to(demo_build.root))
+    for plist in (munki_identities_build.root / "munki" / "pkgsinfo").rglob("*.plist"):
+        rel = str(plist.relative_to(munki_identities_build.root))
         assert artifacts[rel]["secret"] is False
         assert stat.S_IMODE(plist.stat().st_mode) == 0o644
 
 
-def test_pkginfo_keys_are_sorted(demo_build):
-    for path in (demo_build.root / "munki" / "pkgsinfo").rglob("*.plist"):
+def test_pkginfo_keys_are_sorted(munki_identities_build):
+    for path in (munki_identities_build.root / "munki" / "pkgsinfo").rglob("*.plist"):
         keys = [line.strip()[5:-6] for line in path.read_text().splitlines()
                 if line.startswith("\t<key>")]
         assert keys == sorted(keys), path

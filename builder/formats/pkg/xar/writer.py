@@ -86,11 +86,12 @@ class XarWriter:
     """Builds a xar file; data is spooled to a temp file so memory stays flat.
 
     in_memory=True spools to memory instead, for small archives (a per-device identity package):
-    the output file is then the only file created, and `written` holds its (sha256, size). `mode` is the output's permission bits, set
+    the output file is then the only file created, and `written` holds its (sha256, size); with
+    dest None no file at all is created and `data` holds the archive (a sealed build's secrets). `mode` is the output's permission bits, set
     before it appears under its name (0o600 for an archive that holds secrets).
     """
 
-    def __init__(self, dest: str | os.PathLike, *, checksum_alg: str = "sha1",
+    def __init__(self, dest: str | os.PathLike | None, *, checksum_alg: str = "sha1",
                  creation_time: int | None = None, signer: Signer | None = None,
                  file_checksum_alg: str = "sha1", in_memory: bool = False, mode: int = 0o644):
         if checksum_alg not in ALGORITHM_IDS:
@@ -98,7 +99,10 @@ class XarWriter:
                              hint=f"use one of {', '.join(sorted(ALGORITHM_IDS))}")
         if file_checksum_alg not in HASH_STYLES:
             raise BuildError(f"unsupported file checksum algorithm {file_checksum_alg!r}")
-        self.dest = Path(dest)
+        if dest is None and not in_memory:
+            raise BuildError("internal error: an archive without a destination must be built in memory")
+        self.dest = Path(dest) if dest is not None else None
+        self.data: bytes | None = None  # the archive, when dest is None
         self.checksum_alg = checksum_alg
         self.file_checksum_alg = file_checksum_alg
         epoch = repro.build_epoch() if creation_time is None else int(creation_time)
@@ -379,7 +383,7 @@ class XarWriter:
             digest_size = hashlib.new(self.checksum_alg).digest_size
             data_start = digest_size + sum(self._sig_sizes)
             toc = toc_bytes(self._toc_tree(order, data_start))
-            out = Output(self.dest)
+            out = Output(self.dest) if self.dest is not None else None
             prefix = assemble_prefix(toc, self.checksum_alg, self.signer, self._sig_sizes)
             ranges: list[list] = []  # [fd, offset, length], contiguous pieces merged
             for node, _ in order:
@@ -399,8 +403,11 @@ class XarWriter:
                 whole = bytearray(prefix)
                 for _, offset, length in ranges:
                     whole += memoryview(self._memory)[offset:offset + length]
-                write_all(out.fd, whole)
                 self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
+                if out is None:
+                    self.data = bytes(whole)
+                    return
+                write_all(out.fd, whole)
             else:
                 write_all(out.fd, prefix)
                 for fd, offset, length in ranges:
