@@ -211,7 +211,13 @@ def check_subject_hostname(cert: x509.Certificate, hostname: str) -> list[Findin
 
 
 def check_validity(cert: x509.Certificate, at: datetime) -> list[Finding]:
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    return validity_findings(cert.not_valid_before_utc, cert.not_valid_after_utc, at)
+
+
+def validity_findings(start: datetime, end: datetime, at: datetime) -> list[Finding]:
+    """The validity rule from the certificate's dates alone (a rebuild re-judges a carried-forward
+    device's certificate at the new check time without decrypting its .pfx again)."""
+    at = utc(at)
     if start > at:
         return [Finding("validity", ERROR,
                         f"the certificate is not valid until {day(start)} (checked at {day(at)})")]
