@@ -10,9 +10,10 @@ do not churn them.
 from __future__ import annotations
 
 import hashlib
-import plistlib
 import uuid
 from typing import Any
+
+from ..formats import plistxml
 
 # uuid5(NAMESPACE_URL, "urn:fleetpkg:profiles"); frozen so UUIDs never change across versions.
 NAMESPACE = uuid.UUID("c50623c3-398b-51a7-85c2-c0a825b0edb2")
@@ -20,7 +21,7 @@ NAMESPACE = uuid.UUID("c50623c3-398b-51a7-85c2-c0a825b0edb2")
 
 def content_digest(view: Any) -> str:
     """SHA-256 (hex) of a plist-serialisable value, keys sorted, so dict order never matters."""
-    return hashlib.sha256(plistlib.dumps(view, fmt=plistlib.FMT_XML, sort_keys=True)).hexdigest()
+    return hashlib.sha256(plistxml.dumps(view)).hexdigest()  # plistlib's XML bytes
 
 
 def payload_uuid(identifier: str, view: Any) -> str:

@@ -24,10 +24,10 @@ carry the version in their name, so several fleets and builds can live in one re
 from __future__ import annotations
 
 import hashlib
-import plistlib
 import re
 
 from ...errors import BuildError
+from ...formats import plistxml
 from ...formats.pkg.conclusion import NONE
 from .common import copy_artifact
 
@@ -160,7 +160,7 @@ def identity_pkginfo(info, device, names: list[str], *, location: str, sha256: s
 
 
 def dump(doc: dict) -> bytes:
-    return plistlib.dumps(doc, fmt=plistlib.FMT_XML, sort_keys=True)
+    return plistxml.dumps(doc)  # plistlib's XML, keys sorted
 
 
 def write_munki(info, stage) -> list[str]:
