@@ -1,0 +1,102 @@
+"""How much a rebuild costs next to a full build, when little or nothing changed.
+
+Makes the fleet of bench_fleet.py (N devices, AES .pfx files, the demo's vendor stand-in and
+signing identities), then, in the same run, each with `fleetpkg build --json` in a child process:
+
+  full       the first build into an empty output folder (every Mac minted);
+  unchanged  a rebuild with nothing changed, into the same folder (same build number): every
+             Mac carried forward (hard links of the previous build's files, checked against its
+             manifest), the wrapper too (target <= 3 % of the full build);
+  changed    --renew % of the Macs get a new certificate (.pfx re-issued), --add Macs join and
+             --remove leave, then a rebuild (target <= 5 % of the full build).
+
+Each rebuild's changes.json is checked against what was done (the renewed, added and removed
+Macs exactly), so a fast but wrong rebuild fails the benchmark instead of passing it.
+
+    python3 benchmarks/bench_rebuild.py                   # 1,000 devices
+    python3 benchmarks/bench_rebuild.py --devices 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_fleet  # noqa: E402  (sibling benchmark: fleet making and the timed build)
+
+
+def changes_of(dist: Path) -> dict:
+    (out,) = [d for d in dist.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return json.loads((out / "changes.json").read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--renew", type=float, default=1.0, help="percent of the Macs whose certificate is renewed")
+    ap.add_argument("--add", type=int, default=5, help="Macs that join before the second rebuild")
+    ap.add_argument("--remove", type=int, default=5, help="Macs that leave before the second rebuild")
+    ap.add_argument("--keys", type=int, default=8, help="distinct RSA keys to generate (reused)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
+    args = ap.parse_args()
+
+    tmp = None
+    if args.keep:
+        root = args.keep
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="fleetpkg-bench-rebuild-")
+        root = Path(tmp.name)
+    try:
+        n = args.devices
+        print(f"machine: {bench_fleet.machine()}")
+        t0 = time.perf_counter()
+        fleet = root / "fleet"
+        config = bench_fleet.make_fleet(fleet, n, args.keys, os.cpu_count() or 1, True)
+        print(f"made {n} devices in {time.perf_counter() - t0:.1f} s")
+        dist = root / "dist"
+
+        full = bench_fleet.run_build(config, dist, args.jobs)
+        print(f"full build --jobs {args.jobs}: {full['wall']:.2f} s ({full['devices']} devices, "
+              f"{full['artifacts']} artifacts); load average {os.getloadavg()[0]:.2f}")
+
+        same = bench_fleet.run_build(config, dist, args.jobs)
+        doc = changes_of(dist)
+        assert doc["wrapper"] == "unchanged" and len(doc["devices"]["unchanged"]) == n, doc["devices"].keys()
+        assert not (doc["devices"]["added"] or doc["devices"]["changed"] or doc["devices"]["removed"])
+        print(f"rebuild, nothing changed: {same['wall']:.2f} s = {same['wall'] / full['wall'] * 100:.1f} % of the "
+              f"full build (target <= 3 %); load average {os.getloadavg()[0]:.2f}")
+
+        hosts = [f"mac{i:05d}.fleet.example" for i in range(n)]
+        step = max(1, round(100 / args.renew))
+        renewed = hosts[args.remove::step][:max(1, round(n * args.renew / 100))]
+        kept = list(enumerate(hosts))[args.remove:]
+        added = [(n + i, f"mac{n + i:05d}.fleet.example") for i in range(args.add)]
+        bench_fleet.issue(fleet, [(i, h) for i, h in kept if h in set(renewed)] + added, args.keys,
+                          os.cpu_count() or 1)
+        bench_fleet.write_inventory(fleet, kept + added)
+        changed = bench_fleet.run_build(config, dist, args.jobs)
+        doc = changes_of(dist)
+        assert doc["devices"]["changed"] == sorted(renewed), doc["devices"]["changed"][:5]
+        assert doc["devices"]["added"] == sorted(h for _, h in added)
+        assert doc["devices"]["removed"] == sorted(hosts[:args.remove])
+        assert len(doc["devices"]["unchanged"]) == n - args.remove - len(renewed)
+        print(f"rebuild, {len(renewed)} renewed + {args.add} added + {args.remove} removed: {changed['wall']:.2f} s = "
+              f"{changed['wall'] / full['wall'] * 100:.1f} % of the full build (target <= 5 %); "
+              f"load average {os.getloadavg()[0]:.2f}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
