@@ -31,6 +31,21 @@ class DeviceArtifacts:
     identity_pkg: str | None  # identity/<host>.pkg when the manual target is on
     identity_pkg_id: str | None  # its package identifier (receipt)
     identity_version: str | None
+    change: str | None = None  # "added", "changed" or "unchanged" since the previous build (None: first build)
+    reasons: tuple[str, ...] = ()  # why it changed ("pfx changed", ...)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The part of the change set the deployment targets need before they are written (the
+    artifact half is only known once they are: changes.json and DEPLOY.md get the whole)."""
+
+    previous: str | None  # the previous build's name, None for a first build
+    fresh: bool  # --fresh: every identity re-minted
+    note: str | None  # why the previous build was not trusted, if it was not
+    wrapper: str  # "new", "changed" or "unchanged"
+    removed: tuple[tuple[str, str | None], ...]  # (hostname, serial) of Macs no longer in the build
+    fleet_profiles: tuple[str, ...] = ()  # fleet-wide profiles ("trust", "login-items") new or changed
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class BuildInfo:
     skipped_devices: tuple[str, ...]  # hostnames left out by --skip-failed-devices
     targets: object  # builder.fleet.config.Targets
     built_at: datetime
+    changes: Changes | None = None  # None: no change set (targets written outside a build)
 
     @property
     def on_conclusion(self) -> str:

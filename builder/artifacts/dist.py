@@ -5,6 +5,10 @@ temporary folder sits beside the final one (same file system, so the rename is a
 mode 0700 because it holds private keys, and is removed on any error or SIGTERM/SIGINT. A folder
 left by a SIGKILL is recognised by its prefix and removed by the next build (or `fleetpkg clean`).
 
+Rebuilding into the same folder keeps the older build there until the new one is complete; a
+new build may hard-link files of the older one (carried-forward identities), so no file in a
+staging folder is ever written through: create_file replaces, never truncates.
+
 A sealed build (builder/artifacts/seal.py) keeps its secret artifacts out of the folder altogether:
 they are held in the seal's encrypted spool and written only into secrets.tar.age; the manifest
 still lists them, with `"sealed": true`.
@@ -26,6 +30,7 @@ from typing import Callable, Iterator
 from ..errors import BuildError
 
 PARTIAL_PREFIX = ".fleetpkg-partial-"
+REPLACED_PREFIX = ".fleetpkg-replaced-"  # an older build moved aside while the new one is moved in
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 
@@ -39,6 +44,21 @@ class Artifact:
     secret: bool
     signed: str | None  # signer subject, or None when unsigned / not signable
     sealed: bool = False  # only inside secrets.tar.age (sha256 and size are of the plaintext)
+
+
+def sha256_of(path: str | Path, small: int = 1 << 16) -> str:
+    """sha256_file for many small files: one read() without a buffered file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, small)
+        if len(data) < small:
+            return hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data)
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -65,7 +85,12 @@ class Staging:
     def __init__(self, root: Path, seal: Seal | None = None):
         self.root = root
         self._artifacts: dict[str, Artifact] = {}
-        self._folders: set[Path] = set()  # created (or found) by path(): one mkdir per folder
+        self._folders: dict[str, str] = {}  # created (or found) by fspath(): one mkdir per folder
+        # files of the previous build a write() may hard-link instead when its bytes are the same:
+        # dist-relative path -> (file, sha256, size), all verified against that build's manifest
+        self.reuse: dict[str, tuple[str, str, int]] = {}
+        self.reuse_docs: dict[str, str] = {}  # path -> fingerprint of the document rendered there before
+        self.docs: dict[str, str] = {}  # path -> fingerprint of the document write_doc rendered here
         self.seal = seal
         self._spool = None
         if seal is not None:
@@ -84,21 +109,35 @@ class Staging:
     @staticmethod
     def _clean(rel: str) -> str:
         """`rel` in its one canonical "a/b" spelling; refuses absolute paths, ".." and ""."""
+        if (rel and rel[0] not in "/." and rel[-1] not in "/." and "//" not in rel and "/." not in rel):
+            return rel  # already canonical (the usual case, checked without pathlib)
         clean = PurePosixPath(rel)
         if clean.is_absolute() or ".." in clean.parts or not clean.parts:
             raise BuildError(f"internal error: artifact path {rel!r} is not a plain relative path")
         return str(clean)
 
-    def _resolve(self, rel: str) -> Path:
-        return self.root / self._clean(rel)
-
     def path(self, rel: str) -> Path:
         """Where to write `rel`; parent folders are created."""
-        out = self._resolve(rel)
-        if out.parent not in self._folders:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(out.parent)
-        return out
+        return Path(self.fspath(rel))
+
+    def fspath(self, rel: str) -> str:
+        """path() as a string (for the per-file hot paths: no pathlib objects)."""
+        folder, _, name = self._clean(rel).rpartition("/")
+        parent = self._folders.get(folder)
+        if parent is None:
+            # folders below the staging folder, never the staging folder itself: a worker still
+            # running after its build failed (and removed the folder) must not bring it back
+            parent = os.fspath(self.root).rstrip("/")
+            for part in folder.split("/") if folder else ():
+                parent = f"{parent}/{part}"
+                try:
+                    os.mkdir(parent)
+                except FileExistsError:
+                    pass
+            self._folders[folder] = parent
+        return f"{parent}/{name}"
+
+    artifact_path = _clean  # the spelling a path is recorded under
 
     def artifact(self, rel: str) -> Artifact | None:
         """The record of an already registered file."""
@@ -106,14 +145,29 @@ class Staging:
 
     def write(self, rel: str, data: bytes, *, kind: str, secret: bool = False,
               signed: str | None = None, executable: bool = False) -> Artifact:
-        out = self.path(rel)
+        if secret and self._spool is not None:
+            raise BuildError(f"internal error: secret {rel} was written in plain in a sealed build")
+        out = self.fspath(rel)
         mode = 0o600 if secret else (0o755 if executable else 0o644)
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fh:
+        sha256 = hashlib.sha256(data).hexdigest()
+        same = self.reuse.get(self._clean(rel))
+        if same is not None and same[1:] == (sha256, len(data)) and not secret and mode == 0o644:
+            return self.link(same[0], rel, kind=kind, secret=False, signed=signed, sha256=sha256, size=len(data))
+        with os.fdopen(create_file(out, mode), "wb") as fh:
             fh.write(data)
-        os.chmod(out, mode)  # O_CREAT's mode is filtered by the umask
-        return self.register(rel, kind=kind, secret=secret, signed=signed,
-                             sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+            os.fchmod(fh.fileno(), mode)  # O_CREAT's mode is filtered by the umask
+        return self.record(Artifact(self._clean(rel), kind, sha256, len(data), secret, signed))
+
+    def write_doc(self, rel: str, key: str, render, *, kind: str) -> Artifact:
+        """write(rel, render()) of a document whose fingerprint is `key`; when the previous build
+        rendered this very path from a document with the same fingerprint, a hard link to that
+        file instead, without rendering (its bytes are what render() would give)."""
+        clean = self._clean(rel)
+        self.docs[clean] = key
+        same = self.reuse.get(clean)
+        if same is not None and self.reuse_docs.get(clean) == key:
+            return self.link(same[0], clean, kind=kind, secret=False, signed=None, sha256=same[1], size=same[2])
+        return self.write(clean, render(), kind=kind)
 
     def hold(self, rel: str, data: bytes) -> None:
         """Keep a secret file's bytes for secrets.tar.age (sealed builds only); register() it too."""
@@ -134,8 +188,8 @@ class Staging:
                  sha256: str | None = None, size: int | None = None) -> Artifact:
         """Record a file already written at self.path(rel), or held for the seal.
 
-        A writer that had the bytes in hand (a worker process, write()) passes their sha256 and
-        size, so the file is not read again; its size on disk must agree."""
+        A writer that had the bytes in hand (a worker process) passes their sha256 and size, so
+        the file is not read again; its size on disk must agree."""
         clean = self._clean(rel)
         if self._spool is not None and clean in self._spool:
             if not secret or sha256 is None or size is None:
@@ -145,21 +199,53 @@ class Staging:
             return art
         if secret and self._spool is not None:
             raise BuildError(f"internal error: secret {rel} was written in plain in a sealed build")
-        out = self.root / clean
+        out = os.path.join(self.root, clean)
         try:
-            st = out.stat()
+            st = os.stat(out)
         except FileNotFoundError:
             raise BuildError(f"internal error: {rel} was registered but never written") from None
         if secret and st.st_mode & 0o777 != 0o600:
             os.chmod(out, 0o600)
         if sha256 is None or size is None:
-            sha256, size = sha256_file(out), st.st_size
+            sha256, size = sha256_file(Path(out)), st.st_size
         elif size != st.st_size:
             raise BuildError(f"internal error: {rel} is {st.st_size} bytes on disk, its writer "
                              f"reported {size}")
         art = Artifact(clean, kind, sha256, size, secret, signed)
         self._artifacts[art.path] = art
         return art
+
+    def link(self, src: str | Path, rel: str, *, kind: str, secret: bool, signed: str | None, sha256: str,
+             size: int) -> Artifact:
+        """Carry a file of another build forward: a hard link (a copy across file systems), its
+        digest taken from that build's verified manifest. The link is never written through."""
+        out = self.fspath(rel)
+        try:
+            os.link(src, out)
+        except FileExistsError:
+            raise BuildError(f"internal error: {rel} was staged twice") from None
+        except OSError:
+            fd = create_file(out, 0o600 if secret else 0o644)
+            with os.fdopen(fd, "wb") as dst, open(src, "rb") as inp:
+                shutil.copyfileobj(inp, dst, 1 << 20)
+                os.fchmod(dst.fileno(), 0o600 if secret else 0o644)
+        return self.record(Artifact(self._clean(rel), kind, sha256, size, secret, signed))
+
+    def record(self, art: Artifact) -> Artifact:
+        """Add an artifact whose file its writer has already checked (same path spelling)."""
+        self._artifacts[art.path] = art
+        return art
+
+    def adopt(self, artifacts) -> None:
+        """Add the records of files a worker process wrote and registered in its own Staging."""
+        for art in artifacts:
+            self._artifacts[art.path] = art
+
+    def drain(self) -> list[Artifact]:
+        """The records registered so far, forgotten here (a worker hands them to the parent)."""
+        out = list(self._artifacts.values())
+        self._artifacts.clear()
+        return out
 
     @property
     def artifacts(self) -> list[Artifact]:
@@ -171,9 +257,16 @@ class Staging:
             return None
         return {"count": sum(1 for a in self._artifacts.values() if a.sealed), "recipients": list(self.seal.texts)}
 
+    def digests(self) -> dict[str, str]:
+        """path -> sha256 of every artifact so far (unsorted)."""
+        return {path: art.sha256 for path, art in self._artifacts.items()}
+
     def finish(self, meta: dict) -> None:
         """Write secrets.tar.age (sealed builds), manifest.json and SHA256SUMS (sorted, so identical
-        inputs give identical files; SHA256SUMS lists the files in the folder, so not sealed ones)."""
+        inputs give identical files; SHA256SUMS lists the files in the folder, so not sealed ones).
+
+        manifest.json holds one artifact (and one device record) per line: large fleets have
+        ~8 artifacts per Mac, and the line-per-entry layout is written by json's C encoder."""
         if self._spool is not None:
             from ..repro import build_epoch
             from .seal import SEALED_KIND, SEALED_NAME, write_archive
@@ -185,10 +278,40 @@ class Staging:
             self.register(SEALED_NAME, kind=SEALED_KIND, sha256=sha256, size=size)
             meta = dict(meta, sealed_to=list(self.seal.texts))
         arts = self.artifacts
-        manifest = dict(meta, artifacts=[dict(vars(a)) for a in arts])  # flat: what asdict() gives
-        (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(self.root / MANIFEST, meta, arts)
         lines = [f"{a.sha256}  {a.path}\n" for a in arts if not a.sealed]
         (self.root / SUMS).write_text("".join(lines))
+
+
+def write_manifest(path: Path, meta: dict, artifacts: list[Artifact]) -> None:
+    """JSON, keys sorted: scalars and small values as usual, lists of objects one per line (each
+    artifact as json would write the dict of its fields, sorted)."""
+    encode = json.JSONEncoder(sort_keys=True, ensure_ascii=True).encode
+    text = json.encoder.encode_basestring_ascii
+    rows = [f'{{"kind": {text(a.kind)}, "path": {text(a.path)}, "secret": {"true" if a.secret else "false"}, '
+            f'"sha256": {text(a.sha256)}, "signed": {"null" if a.signed is None else text(a.signed)}, '
+            f'"sealed": {"true" if a.sealed else "false"}, "size": {int(a.size)}}}' for a in artifacts]
+    parts = []
+    for key, value in sorted(dict(meta, artifacts=None).items()):
+        if key == "artifacts":
+            value_text = "[\n    " + ",\n    ".join(rows) + "\n  ]" if rows else "[]"
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            value_text = "[\n    " + ",\n    ".join(encode(v) for v in value) + "\n  ]"
+        else:
+            value_text = encode(value)
+        parts.append(f"  {encode(key)}: {value_text}")
+    path.write_text("{\n" + ",\n".join(parts) + "\n}\n")
+
+
+def create_file(path: str | Path, mode: int) -> int:
+    """A new file's descriptor, open for writing. A file already at `path` is unlinked first, never
+    truncated: it may be a hard link into the previous build, which must stay intact."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        return os.open(path, flags, mode)
+    except FileExistsError:
+        os.unlink(path)
+        return os.open(path, flags, mode)
 
 
 @dataclass(frozen=True)
@@ -201,8 +324,20 @@ class Leftover:
 
 
 def remove_stale(parent: Path) -> list[Leftover]:
-    """Remove the partial folders in `parent` whose process is gone; returns what was removed."""
+    """In a dist folder: remove the partial folders whose process is gone (returns what was
+    removed), and put back a build that a killed publish had moved aside but not yet replaced
+    (so killing a build at any moment leaves the previous one). A missing folder is fine."""
     removed = []
+    if not parent.is_dir():
+        return removed
+    for entry in sorted(parent.glob(REPLACED_PREFIX + "*")):
+        name, _, pid = entry.name[len(REPLACED_PREFIX):].rpartition("-")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if name and not (parent / name).exists():
+            entry.rename(parent / name)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)  # a superseded build: the new one is in place
     for entry in sorted(parent.glob(PARTIAL_PREFIX + "*")):
         try:
             pid = int(entry.name.rsplit("-", 1)[-1])
@@ -241,7 +376,11 @@ def _alive(pid: int) -> bool:
 @contextmanager
 def staged_output(final: Path, *, seal: Seal | None = None,
                   log: Callable[[str], None] = lambda _m: None) -> Iterator[Staging]:
-    """Yield a Staging; on clean exit rename it to `final` (replacing an older build)."""
+    """Yield a Staging; on clean exit rename it to `final` (replacing an older build).
+
+    The older build at `final` stays whole until the new one is complete: it is moved aside and
+    the new one moved in with SIGINT/SIGTERM held back, and a SIGKILL between the two renames is
+    repaired by the next build (remove_stale)."""
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     for line in describe_removed(remove_stale(parent)):
@@ -253,20 +392,15 @@ def staged_output(final: Path, *, seal: Seal | None = None,
     def _on_signal(signum, frame):  # turn SIGTERM into an exception so cleanup runs
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, _on_signal) if _main_thread() else None
+    main = _main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_signal) if main else None
     staging = None
     try:
         staging = Staging(tmp, seal)
         yield staging
         staging.close()
         os.chmod(tmp, 0o755)
-        if final.exists():
-            old = parent / f"{PARTIAL_PREFIX}old-{final.name}-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        _publish(tmp, final, block_signals=main, files=len(staging._artifacts))
     except BaseException:
         if staging is not None:
             staging.close()
@@ -275,6 +409,49 @@ def staged_output(final: Path, *, seal: Seal | None = None,
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0) -> None:
+    held = {signal.SIGINT, signal.SIGTERM}
+    if block_signals:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    old = None
+    try:
+        if final.exists():
+            old = final.with_name(f"{REPLACED_PREFIX}{final.name}-{os.getpid()}")
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException:
+        if old is not None and not final.exists():
+            old.rename(final)
+        raise
+    finally:
+        if block_signals:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    if old is not None:
+        _discard(old, files)
+
+
+BACKGROUND_REMOVAL = 5000  # files: a superseded build this large is removed in the background
+
+
+def _discard(folder: Path, files: int) -> None:
+    """Remove a superseded build. One of many files (a rebuild of a large fleet into the same
+    folder) is removed by a detached process, so the build returns as soon as the new one is
+    published: unlinking ~8 files per Mac is seconds of file-system work and nothing waits for
+    it. Anything it leaves (it was killed) is removed by the next build's remove_stale()."""
+    if files < BACKGROUND_REMOVAL or not hasattr(os, "fork"):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked processes
+        try:
+            if os.fork() == 0:  # the grandchild, re-parented to init: nobody has to reap it
+                os.setsid()
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
 
 
 def _main_thread() -> bool:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,6 +43,8 @@ class BuildOptions:
     allow_foreign_vendor: bool = False
     ask_password: bool = False
     seal_to: tuple[str, ...] = ()  # age recipients, besides fleet.toml's [secrets] recipients
+    previous: Path | None = None  # --previous DIR (default: the newest earlier build in out_dir)
+    fresh: bool = False  # --fresh: mint every identity anew, carry nothing secret forward
 
 
 @dataclass
@@ -53,6 +55,7 @@ class BuildResult:
     artifacts: list  # builder.artifacts.dist.Artifact
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # risks the admin chose (said as "warning:")
+    changes: dict | None = None  # changes.json's document
 
 
 # -- per-device work (runs in worker processes) --------------------------------------------------
@@ -64,6 +67,20 @@ class DeviceJob:
     pfx: Path
     where: str
     password: bytes
+    previous: dict | None = None  # the previous build's record of this Mac (None: new, or no previous build)
+    previous_files: tuple[tuple[str, str, int], ...] = ()  # (path, sha256, size) of its files there
+    names: tuple[str, ...] = ()  # host names its Munki installable_condition matches
+
+
+@dataclass(frozen=True)
+class DeviceTargetInfo:
+    """What the per-device target files need of the build (named as in BuildInfo), known before
+    the devices are built."""
+
+    fleet: str
+    version: str
+    minimum_os: str
+    targets: object  # builder.fleet.config.Targets
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,16 @@ class DeviceSettings:
     daemon_label: str
     identity_packages: bool
     profile_signer_pem: tuple[bytes, bytes, tuple[bytes, ...]] | None  # key PEM, cert DER, chain DER
+    target_info: DeviceTargetInfo | None = None
+    fleet_inputs: dict = field(default_factory=dict)  # changes.fleet_inputs
+    fleet_digest: str = ""  # fingerprint(fleet_inputs)
+    has_previous: bool = False  # a previous build to report changes against
+    old_fleet: dict | None = None  # its fleet inputs
+    carry_from: Path | None = None  # the previous build to carry identities from (trusted, not --fresh)
+    carry_identity_pkgs: bool = False  # its identity packages were made from today's identity-package inputs
+    fresh: bool = False
+    untrusted: str | None = None  # why the previous build is not trusted
+    previous_sealed: bool = False  # the previous build is sealed: its identities cannot be carried
 
 
 @dataclass(frozen=True)
@@ -103,18 +130,24 @@ class WrittenFile:
 @dataclass(frozen=True)
 class DeviceOutcome:
     result: object  # DeviceResult
-    files: tuple[WrittenFile, ...]
-    artifacts: DeviceArtifacts | None
+    files: tuple[WrittenFile, ...]  # a sealed build's secret files (bytes for the parent's seal)
+    artifacts: tuple  # builder.artifacts.dist.Artifact of the files the worker staged and recorded
+    device: DeviceArtifacts | None
+    record: dict | None  # manifest.json's record of the device (inputs, validity, files)
 
 
 _settings: DeviceSettings | None = None
 _cas: list[x509.Certificate] = []
 _signer = None
+_stage = None  # the worker's own Staging on the build's staging folder
 
 
 def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
-    global _settings, _signer
+    global _settings, _signer, _stage
+    from .dist import Staging
+
     _settings = settings
+    _stage = Staging(settings.staging) if settings.staging is not None else None
     if in_worker:  # a forked worker inherits the build's SIGTERM handler (staged_output's cleanup),
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # but the pool stops its workers with SIGTERM
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -139,15 +172,17 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _write_file(staging: Path | None, rel: str, data: bytes, kind: str, signer: str | None = None) -> WrittenFile:
-    """A secret per-device file, 0600 from its creation; with staging None (a sealed build) not
-    written at all but handed back to the parent. The one place workers put secrets anywhere."""
+    """A secret per-device file, 0600 from its creation (a new file: never written through a hard
+    link into the previous build); with staging None (a sealed build) not written at all but
+    handed back to the parent. The one place workers put secrets anywhere."""
+    from .dist import create_file
+
     digest = hashlib.sha256(data).hexdigest()
     if staging is None:
         return WrittenFile(rel, kind, True, signer, digest, len(data), data)
     path = staging / rel
     _make_folders(staging, path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
+    with os.fdopen(create_file(path, 0o600), "wb") as fh:
         fh.write(data)
         os.fchmod(fh.fileno(), 0o600)  # O_CREAT's mode is filtered by the umask (never widened)
     return WrittenFile(rel, kind, True, signer, digest, len(data))
@@ -167,67 +202,272 @@ def _make_folders(staging: Path, folder: Path) -> None:
             pass
 
 
-def _device_work(job: DeviceJob) -> tuple[str, object]:
-    """("ok", DeviceOutcome) or ("error", message): user errors cross the process boundary as text."""
+def _keep(f: WrittenFile, files: list) -> None:
+    """A file _write_file made: recorded in the worker's Staging, or (sealed builds, bytes in
+    hand) handed to the parent."""
+    if f.data is not None:
+        files.append(f)
+    else:
+        _stage.register(f.rel, kind=f.kind, secret=f.secret, signed=f.signer, sha256=f.sha256, size=f.size)
+
+
+def _carry_file(previous: Path, src: str, rel: str, kind: str, sha256: str, size: int, files: list,
+                signer: str | None = None) -> None:
+    """A secret per-device file carried forward from the previous build, the same bytes: a hard
+    link, or (a sealed build) its bytes, checked against the digest the trust check verified."""
+    path = os.path.join(previous, src)
+    if _stage is not None:
+        _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
+        return
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BuildError(f"{src} of the previous build changed during this build", where=str(previous),
+                         hint="build again, or with --fresh")
+    files.append(WrittenFile(rel, kind, True, signer, sha256, len(data), data))
+
+
+def _device_work(wire: tuple) -> tuple[str, object]:
+    """("ok", outcome on the wire) or ("error", message): user errors cross the process boundary
+    as text. Jobs and outcomes travel as tuples of builtins (_job_wire, _outcome_wire): pickling
+    the dataclasses cost several times more, in the parent as much as in the workers."""
     try:
-        return "ok", build_device(job, _settings, _cas, _signer)
+        return "ok", _outcome_wire(build_device(DeviceJob(*wire), _settings, _cas, _signer))
     except FleetpkgError as exc:
+        if _stage is not None:
+            _stage.drain()
         return "error", str(exc)
 
 
+def _job_wire(job: DeviceJob) -> tuple:
+    return tuple(os.fspath(v) if isinstance(v, Path) else v for v in (getattr(job, f.name) for f in fields(DeviceJob)))
+
+
+def _outcome_wire(o: DeviceOutcome) -> tuple:
+    r = o.result
+    return ((r.hostname, r.ok, r.not_after, tuple((f.rule, f.severity, f.message) for f in r.findings)),
+            tuple(tuple(getattr(f, n.name) for n in fields(WrittenFile)) for f in o.files),
+            tuple((a.path, a.kind, a.sha256, a.size, a.secret, a.signed, a.sealed) for a in o.artifacts),
+            tuple(getattr(o.device, f.name) for f in fields(DeviceArtifacts)) if o.device else None, o.record)
+
+
+def _outcome_from_wire(wire: tuple) -> DeviceOutcome:
+    from ..certs.model import Finding
+    from .checking import DeviceResult
+    from .dist import Artifact
+
+    (host, ok, not_after, findings), files, arts, device, record = wire
+    return DeviceOutcome(DeviceResult(host, ok, not_after, tuple(Finding(*f) for f in findings)),
+                         tuple(WrittenFile(*f) for f in files), tuple(Artifact(*a) for a in arts),
+                         DeviceArtifacts(*device) if device else None, record)
+
+
+def _pfx_sha256(path: Path) -> str | None:
+    """The .pfx file's digest (an input of the device), or None when it cannot be read (load_pfx
+    then says why)."""
+    from .dist import sha256_of
+
+    try:
+        return sha256_of(path)
+    except OSError:
+        return None
+
+
 def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate], signer) -> DeviceOutcome:
+    """One Mac: carried forward from the previous build when its inputs are unchanged, else its
+    .pfx opened, linted and sealed into ONE macOS PKCS#12 + password that its profile and its
+    identity package both carry."""
+    from .changes import device_inputs
+
+    pfx_sha256 = _pfx_sha256(job.pfx)
+    record = {"hostname": job.hostname, "serial": job.serial, "pfx": pfx_sha256,
+              "inputs": device_inputs(s.fleet_digest, job.hostname, job.serial, pfx_sha256) if pfx_sha256 else None}
+    if (s.carry_from is not None and job.previous is not None and record["inputs"]
+            and job.previous.get("inputs") == record["inputs"]):
+        carried = _carry_device(job, s, signer, record)
+        if carried is not None:
+            return carried
+
     from ..certs import build_chain, is_self_signed, reencode_for_macos
     from .checking import judge_device
 
     identity, result = judge_device(job.hostname, job.pfx, job.password, cas, s.at)
     if not result.ok:  # failing rules, or a .pfx that gave no identity: a failed device
-        return DeviceOutcome(result, (), None)
+        return DeviceOutcome(result, (), (), None, None)
+    findings = result.findings
 
     chain = build_chain(identity.certificate, cas, identity.extra_certificates, s.at)
     roots = [c for c in chain if is_self_signed(c)]
     intermediates = [c for c in chain if not is_self_signed(c)]
-    files: list[WrittenFile] = []
+    record.update(_validity_record(identity.certificate, chain, findings))
 
     from ..profiles import device_profile, render_xml, sign_profile
 
-    encoded = reencode_for_macos(identity, chain=chain, friendly_name=job.hostname.encode())
+    # one sealed identity per device per build: its profile and its identity package carry it
+    sealed = reencode_for_macos(identity, chain=chain, friendly_name=job.hostname.encode())
     profile = device_profile(fleet=s.fleet, organization=s.organization, identifier_prefix=s.identifier,
-                             hostname=job.hostname, p12=encoded.p12, p12_password=encoded.password,
+                             hostname=job.hostname, p12=sealed.p12, p12_password=sealed.password,
                              roots=roots, intermediates=intermediates,
                              allow_all_apps_access=s.allow_all_apps_access,
                              key_is_extractable=s.key_is_extractable,
                              certificate=identity.certificate)  # reencode_for_macos checked the p12
     xml = render_xml(profile)
     rel = f"profiles/devices/{job.hostname}.mobileconfig"
-    files.append(_write_file(s.staging, rel, xml, "device-profile"))
+    files: list[WrittenFile] = []
+    _keep(_write_file(s.staging, rel, xml, "device-profile"), files)
     signed_rel = None
     if signer is not None:
         signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
-        files.append(_write_file(s.staging, signed_rel, sign_profile(xml, signer), "device-profile-signed",
-                                 signer.certificate.subject.rfc4514_string()))
-
-    pkg_rel = pkg_id = None
+        _keep(_write_file(s.staging, signed_rel, sign_profile(xml, signer), "device-profile-signed",
+                          signer.certificate.subject.rfc4514_string()), files)
+    pkg_rel = None
     if s.identity_packages:
-        pkg_rel, pkg_id = f"identity/{job.hostname}.pkg", identity_package_id(s.identifier, job.hostname)
-        # the identity package gets its own fresh PKCS#12 and password: artifacts never share secrets
-        own = reencode_for_macos(identity, chain=chain, friendly_name=job.hostname.encode())
-        pkg = _build_identity_package(s, job.hostname, pkg_id, own, roots + intermediates)
-        files.append(_write_file(s.staging, pkg_rel, pkg, "identity-pkg"))
-    arts = DeviceArtifacts(job.hostname, job.serial, result.not_after, rel, signed_rel, pkg_rel, pkg_id,
-                           s.version if pkg_rel else None)
-    return DeviceOutcome(result, tuple(files), arts)
+        ca_ders = tuple(c.public_bytes(Encoding.DER) for c in roots + intermediates)
+        pkg_rel = _identity_package(s, job.hostname, sealed.p12, sealed.password, ca_ders, files)
+    return _finish_device(job, s, result, record, files, rel, signed_rel, pkg_rel, carried=False)
+
+
+def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> DeviceOutcome | None:
+    """The Mac's files from the previous build, reused byte for byte (hard links), its findings
+    re-judged at today's check time from the recorded validity dates; None when that is not
+    possible (validity no longer clean, a file missing from the record, the sealed identity
+    unreadable), and the caller then mints anew. Nothing is staged before that is decided."""
+    from .checking import DeviceResult
+    from .previous import sealed_identity
+
+    prev = job.previous
+    findings = _carried_findings(prev, s.at)
+    known = {rel: (sha256, size) for rel, sha256, size in job.previous_files}
+    profile, signed = prev.get("profile"), prev.get("signed_profile")
+    if findings is None or profile not in known or (signer is not None) != (signed in known):
+        return None
+    pkg_src = sealed = None
+    if s.identity_packages:
+        if s.carry_identity_pkgs and prev.get("identity_pkg") in known:
+            pkg_src = prev["identity_pkg"]
+        else:  # the package embeds the version: rebuild it around the same sealed identity
+            sealed = sealed_identity(s.carry_from, profile, known[profile][0])
+            if sealed is None:
+                return None
+
+    files: list[WrittenFile] = []
+    rel = f"profiles/devices/{job.hostname}.mobileconfig"
+    _carry_file(s.carry_from, profile, rel, "device-profile", *known[profile], files)
+    signed_rel = None
+    if signer is not None:
+        signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
+        _carry_file(s.carry_from, signed, signed_rel, "device-profile-signed", *known[signed], files,
+                    signer=signer.certificate.subject.rfc4514_string())
+    pkg_rel = None
+    if pkg_src is not None:
+        pkg_rel = f"identity/{job.hostname}.pkg"
+        _carry_file(s.carry_from, pkg_src, pkg_rel, "identity-pkg", *known[pkg_src], files)
+    elif sealed is not None:
+        pkg_rel = _identity_package(s, job.hostname, sealed.p12, sealed.password, sealed.ca_ders, files)
+    record.update({k: prev[k] for k in VALIDITY_KEYS})
+    result = DeviceResult(job.hostname, True, _parse_time(prev["not_after"]), findings)
+    return _finish_device(job, s, result, record, files, rel, signed_rel, pkg_rel, carried=True)
+
+
+def _finish_device(job: DeviceJob, s: DeviceSettings, result, record: dict, files: list, profile: str,
+                   signed: str | None, pkg: str | None, *, carried: bool) -> DeviceOutcome:
+    """Classify the device against the previous build, write its target files, hand over its records."""
+    from .changes import classify
+    from .targets import write_device_targets
+
+    record.update(profile=profile, signed_profile=signed, identity_pkg=pkg)
+    change, reasons = None, []
+    if s.has_previous:
+        change, reasons = classify(s.old_fleet, s.fleet_inputs, job.previous, record, carried,
+                                   fresh=s.fresh, untrusted=s.untrusted, sealed=s.previous_sealed)
+    device = DeviceArtifacts(job.hostname, job.serial, result.not_after, profile, signed, pkg,
+                             identity_package_id(s.identifier, job.hostname) if pkg else None,
+                             s.version if pkg else None, change, tuple(reasons))
+    if s.target_info is not None:
+        if s.carry_from is not None:  # a target file whose bytes are the previous build's is linked
+            _stage.reuse = {rel: (os.path.join(s.carry_from, rel), sha256, size)
+                            for rel, sha256, size in job.previous_files}
+            if job.previous and job.previous.get("munki_pkginfo") and job.previous.get("munki_doc"):
+                _stage.reuse_docs = {job.previous["munki_pkginfo"]: job.previous["munki_doc"]}
+        try:
+            pkginfo = write_device_targets(s.target_info, device, list(job.names), _stage)
+            record["munki_pkginfo"], record["munki_doc"] = pkginfo, _stage.docs.get(pkginfo)
+        finally:
+            _stage.reuse, _stage.reuse_docs, _stage.docs = {}, {}, {}
+    return DeviceOutcome(result, tuple(files), tuple(_stage.drain()) if _stage is not None else (), device, record)
+
+
+# a device record's files that a rebuild may reuse (hard links of the previous build's)
+CARRIED = ("profile", "signed_profile", "identity_pkg", "munki_pkginfo")
+
+
+VALIDITY_KEYS = ("not_before", "not_after", "chain_not_before", "chain_not_after", "findings")
+
+
+def _validity_record(cert: x509.Certificate, chain, findings) -> dict:
+    """What a rebuild needs to re-judge the certificate rules without the .pfx: the leaf's
+    validity, the window in which every certificate of its chain is valid, and the findings that
+    do not depend on time."""
+    from .checking import iso_utc
+
+    certs = [cert, *chain]
+    return {"not_before": iso_utc(cert.not_valid_before_utc), "not_after": iso_utc(cert.not_valid_after_utc),
+            "chain_not_before": iso_utc(max(c.not_valid_before_utc for c in certs)),
+            "chain_not_after": iso_utc(min(c.not_valid_after_utc for c in certs)),
+            "findings": [[f.rule, f.severity, f.message] for f in findings if f.rule != "validity"]}
+
+
+def _parse_time(text: str) -> datetime:
+    """A time iso_utc wrote ("2026-05-31T12:00:00Z")."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None or text[-1:] != "Z":
+        raise ValueError(f"not a UTC time: {text!r}")
+    return when
+
+
+def _carried_findings(prev: dict, at: datetime) -> tuple | None:
+    """The rules' findings for a carried-forward certificate at `at`, or None when the time-bound
+    rules (validity, the chain's validity window) would not pass cleanly: the device is then
+    checked from its .pfx like a new one."""
+    from ..certs.chain import utc
+    from ..certs.model import ERROR, Finding
+    from ..certs.rules import RULES, validity_findings
+
+    try:
+        start, end, chain_start, chain_end = (_parse_time(prev[k]) for k in VALIDITY_KEYS[:4])
+        kept = [Finding(rule, severity, message) for rule, severity, message in prev["findings"]]
+    except (KeyError, TypeError, ValueError):
+        return None
+    at = utc(at)
+    if not chain_start <= at <= chain_end:
+        return None
+    validity = validity_findings(start, end, at)
+    if any(f.severity == ERROR for f in validity + kept):
+        return None
+    order = {rule: i for i, rule in enumerate(RULES)}
+    return tuple(sorted(kept + validity, key=lambda f: order.get(f.rule, len(order))))
 
 
 def identity_package_id(prefix: str, hostname: str) -> str:
     return f"{prefix}.identity.{hostname.lower()}"
 
 
-def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encoded, cas) -> bytes:
+def _identity_package(s: DeviceSettings, hostname: str, p12: bytes, password: str, ca_ders: Sequence[bytes],
+                      files: list) -> str:
+    """identity/<host>.pkg around the device's sealed identity, handed to _write_file."""
+    rel, pkg_id = f"identity/{hostname}.pkg", identity_package_id(s.identifier, hostname)
+    pkg = _build_identity_package(s, hostname, pkg_id, p12, password, ca_ders)
+    _keep(_write_file(s.staging, rel, pkg, "identity-pkg"), files)
+    return rel
+
+
+def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, p12: bytes, password: str,
+                            ca_ders: Sequence[bytes]) -> bytes:
     """The package, built in memory (no file, no temporary file)."""
     from ..formats.pkg.package import build_component
     from .scripts import IDENTITY_PASSWORD_FILE, IdentityContext, render_identity_scripts
 
-    ca_names = tuple(f"ca-{i + 1}.cer" for i in range(len(cas)))
+    ca_names = tuple(f"ca-{i + 1}.cer" for i in range(len(ca_ders)))
     p12_name = f"{hostname}.p12"
     scripts = render_identity_scripts(IdentityContext(
         fleet=s.fleet, hostname=hostname, binary_path=s.binary_path, p12_name=p12_name,
@@ -235,11 +475,11 @@ def _build_identity_package(s: DeviceSettings, hostname: str, pkg_id: str, encod
     files: dict[str, tuple[bytes, int]] = {
         "preinstall": (scripts["preinstall"].encode(), 0o755),
         "postinstall": (scripts["postinstall"].encode(), 0o755),
-        p12_name: (encoded.p12, 0o600),
-        IDENTITY_PASSWORD_FILE: (encoded.password.encode(), 0o600),
+        p12_name: (p12, 0o600),
+        IDENTITY_PASSWORD_FILE: (password.encode(), 0o600),
     }
-    for name, cert in zip(ca_names, cas):
-        files[name] = (cert.public_bytes(Encoding.DER), 0o644)
+    for name, der in zip(ca_names, ca_ders):
+        files[name] = (der, 0o644)
     return build_component(None, identifier=pkg_id, version=s.version, root=None, scripts=files, mode=0o600).data
 
 
@@ -258,19 +498,21 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         kind, value = item
         if kind == "error":
             raise CertificateError(value)
-        outcomes.append(take(value) if take else value)
+        outcome = _outcome_from_wire(value)
+        outcomes.append(take(outcome) if take else outcome)
         if progress:
             progress(len(outcomes), total)
 
+    wires = [_job_wire(job) for job in jobs]
     if workers <= 1 or total <= 1:
         _init_worker(settings)
-        for job in jobs:
-            done(_device_work(job))
+        for wire in wires:
+            done(_device_work(wire))
         return outcomes
     chunk = max(1, min(64, total // (workers * 8)))
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True)) as pool:
         try:
-            for item in pool.map(_device_work, jobs, chunksize=chunk):
+            for item in pool.map(_device_work, wires, chunksize=chunk):
                 done(item)
         except BrokenProcessPool:
             raise BuildError("a worker process died (killed, or out of memory); the build stopped and "
@@ -315,6 +557,26 @@ def seal_for(config, options: BuildOptions):
         except FleetpkgError as exc:
             raise ConfigError(exc.message, where="--seal-to", hint=exc.hint) from None
     return Seal(tuple(recipients), tuple(texts))
+
+
+def _check_chunk(args) -> list[str]:
+    from .previous import check_files
+
+    root, items = args
+    return check_files(root, items)
+
+
+def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
+    """previous.check_files over `items`, across `workers` processes."""
+    from .previous import check_files, chunks
+
+    if workers <= 1 or len(items) < 1000:
+        return check_files(root, items)
+    problems: list[str] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for found in pool.map(_check_chunk, [(root, c) for c in chunks(items, workers * 4)]):
+            problems += found
+    return problems
 
 
 # -- the wrapper ---------------------------------------------------------------------------------
@@ -460,11 +722,17 @@ def _load_profile_signer(config, resolver):
 def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] = lambda _m: None) -> BuildResult:
     from ..certs import is_self_signed, load_ca_files
-    from .dist import staged_output
+    from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
+                          compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
+    from .dist import describe_removed, remove_stale, staged_output
     from ..fleet.intake import resolve_vendor_package
     from ..fleet.passwords import PasswordResolver
     from ..profiles import login_items_profile, render_xml, sign_profile, trust_profile
+    from .buildinfo import Changes
+    from .previous import listed_files, locate, untrusted_note
     from .scripts import ScriptContext
+    from .targets import sections_of, write_deploy, write_targets
+    from .targets.munki import host_names
     from ..fleet.vendor import inspect_vendor
 
     notes: list[str] = []
@@ -496,27 +764,83 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             daemon_label=vendor.daemon_label, daemon_plist=vendor.daemon_plist, binary_path=vendor.binary_path,
             needs_rosetta=vendor.needs_rosetta, client_settings=tuple(config.client.items), receipts=receipt_ids,
             support_dir=support_dir, log_path=f"/var/log/fleetpkg-{fleet}.log")
+        scripts = _rendered_scripts(script_ctx)
+
+        # what every device's identity and the wrapper depend on, and what the previous build had
+        signer_material = None
+        if profile_signer is not None:
+            from cryptography.hazmat.primitives import serialization
+
+            signer_material = (
+                profile_signer.key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()),
+                profile_signer.certificate.public_bytes(Encoding.DER),
+                tuple(c.public_bytes(Encoding.DER) for c in profile_signer.chain))
+        ca_ders = tuple(c.public_bytes(Encoding.DER) for c in cas)
+        fleet_in = fleet_inputs(fleet=fleet, identifier=ident, organization=config.fleet.organization,
+                                ca_ders=ca_ders, allow_all_apps_access=config.profiles.allow_all_apps_access,
+                                key_is_extractable=config.profiles.key_is_extractable,
+                                signer_ders=(signer_material[1], *signer_material[2]) if signer_material else None)
+        identity_in = fingerprint(IDENTITY_PKG_FORMAT, version, fleet, vendor.binary_path, vendor.daemon_label)
+        wrapper_rel = f"{fleet}-1E-Client-{version}.pkg"
+        wrapper_in = _wrapper_inputs(source.package, scripts, version, min_os, config, installer_signer)
+        fleet_xml = {name: render_xml(doc) for name, doc in _fleet_profiles(config, cas, vendor).items()}
+
+        for line in describe_removed(remove_stale(options.out_dir)):  # and puts back a build moved aside
+            log(line)
+        prev, passed_over = locate(options.out_dir, fleet, options.previous)
+        notes += passed_over
+        old = prev.manifest if prev is not None else None
+        carry = prev is not None and prev.untrusted is None
+        carry_devices = carry and not options.fresh and not prev.sealed
+        if carry and prev.sealed and not options.fresh:
+            notes.append(f"previous build {prev.name} is sealed (secrets.tar.age): its identities cannot be "
+                         "carried forward, every Mac gets a new one")
+        prev_wrapper = (old or {}).get("wrapper") if isinstance((old or {}).get("wrapper"), dict) else {}
+        wrapper_src = prev_wrapper if (carry and prev_wrapper.get("inputs") == wrapper_in
+                                      and prev_wrapper.get("path") == wrapper_rel) else None
+        signed_fleet = {}  # fleet profile -> its previous signed rendering, when the XML and signer are the same
+        if carry and profile_signer is not None and (old.get("inputs") or {}).get("profile_signer") == fleet_in["profile_signer"]:
+            for name, xml in fleet_xml.items():
+                unsigned, signed = f"profiles/{name}.mobileconfig", f"profiles/{name}.signed.mobileconfig"
+                if prev.files.get(unsigned, (None,))[0] == hashlib.sha256(xml).hexdigest() and signed in prev.files:
+                    signed_fleet[name] = signed
+        munki_names = host_names(config.devices) if config.targets.munki is not None else {}
+        jobs = []
+        for d, password in zip(config.devices, passwords):
+            rec = prev.devices.get(d.hostname.casefold()) if prev is not None else None
+            files = ()
+            if rec is not None and carry_devices:
+                files = tuple((r, *prev.files[r]) for r in (rec.get(k) for k in CARRIED) if r in prev.files)
+            jobs.append(DeviceJob(d.hostname, d.serial, d.pfx, d.where, bytes(password), rec, files,
+                                  tuple(munki_names.get(d.hostname, ()))))
+        workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
 
         with staged_output(final, seal=seal, log=log) as stage:
-            # 1. devices: check + identities, in parallel, straight into the staging folder
-            signer_material = None
-            if profile_signer is not None:
-                from cryptography.hazmat.primitives import serialization
+            # 0. trust: the previous build's files are what its manifest says (every one hashed)
+            if carry:
+                problems = check_previous_files(prev.root, listed_files(prev), workers)
+                if problems:
+                    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+                    prev = prev.distrust(problems[0] + more)
+                    notes.append(untrusted_note(prev))
+                    carry = carry_devices = False
+                    wrapper_src, signed_fleet = None, {}
+            untrusted = prev.untrusted if prev is not None else None
 
-                signer_material = (
-                    profile_signer.key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()),
-                    profile_signer.certificate.public_bytes(Encoding.DER),
-                    tuple(c.public_bytes(Encoding.DER) for c in profile_signer.chain))
+            # 1. devices: check + identities + their target files, in parallel, into the staging folder
             settings = DeviceSettings(
                 staging=None if stage.sealed else stage.root, fleet=fleet, organization=config.fleet.organization, identifier=ident,
-                version=version, at=options.at, ca_ders=tuple(c.public_bytes(Encoding.DER) for c in cas),
+                version=version, at=options.at, ca_ders=ca_ders,
                 allow_all_apps_access=config.profiles.allow_all_apps_access,
                 key_is_extractable=config.profiles.key_is_extractable, binary_path=vendor.binary_path,
                 daemon_label=vendor.daemon_label, identity_packages=_identity_packages(config.targets),
-                profile_signer_pem=signer_material)
-            jobs = [DeviceJob(d.hostname, d.serial, d.pfx, d.where, bytes(p)) for d, p in zip(config.devices, passwords)]
-            workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
+                profile_signer_pem=signer_material,
+                target_info=None if stage.sealed else DeviceTargetInfo(fleet, version, min_os, config.targets),
+                fleet_inputs=fleet_in, fleet_digest=fingerprint(fleet_in), has_previous=prev is not None,
+                old_fleet=(old or {}).get("inputs"), carry_from=prev.root if carry_devices else None,
+                carry_identity_pkgs=carry_devices and (old or {}).get("identity_inputs") == identity_in,
+                fresh=options.fresh, untrusted=untrusted, previous_sealed=prev is not None and prev.sealed)
             outcomes = run_devices(jobs, settings, workers, progress, _sealer(stage) if stage.sealed else None)
             results = [o.result for o in outcomes]
             failed = [r for r in results if not r.ok]
@@ -524,51 +848,56 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 names = ", ".join(r.hostname for r in failed[:10]) + (" ..." if len(failed) > 10 else "")
                 raise DevicesFailed(results, f"{len(failed)} device(s) fail the certificate rules: {names}")
             for outcome in outcomes:
-                for f in outcome.files:
+                for f in outcome.files:  # a sealed build's: their bytes are in the seal already
                     stage.register(f.rel, kind=f.kind, secret=f.secret, signed=f.signer, sha256=f.sha256,
                                    size=f.size)
-            devices = tuple(o.artifacts for o in outcomes if o.artifacts is not None)
+                stage.adopt(outcome.artifacts)
+            built = [o for o in outcomes if o.device is not None]
+            devices = tuple(o.device for o in built)
+            records = [o.record for o in built]
             skipped = tuple(r.hostname for r in failed)
 
-            # 2. the wrapper
-            wrapper_rel = f"{fleet}-1E-Client-{version}.pkg"
-            unsigned = tmp / "wrapper-unsigned.pkg"
-            scripts = _rendered_scripts(script_ctx)
-            receipts = build_wrapper(unsigned, config=config, vendor=vendor, version=version, min_os=min_os,
-                                     script_ctx=script_ctx, scripts=scripts, tmp=tmp)
-            signed_by = None
-            if installer_signer is not None:
-                from ..formats.pkg.signing import sign_package
-
-                sign_package(unsigned, stage.path(wrapper_rel), installer_signer,
-                             timestamp_url=config.signing.timestamp_url)
-                signed_by = installer_signer.certificate.subject.rfc4514_string()
+            # 2. the wrapper: carried forward when its inputs are the same, else built
+            if wrapper_src is not None:
+                sha256, size = prev.files[wrapper_rel]
+                signed_by = wrapper_src.get("signed_by")
+                stage.link(prev.root / wrapper_rel, wrapper_rel, kind="wrapper-pkg", secret=False, signed=signed_by,
+                           sha256=sha256, size=size)
+                receipts = [Receipt(*r) for r in wrapper_src["receipts"]]  # identifier, version, kbytes, onConclusion
             else:
-                os.replace(unsigned, stage.path(wrapper_rel))
+                unsigned = tmp / "wrapper-unsigned.pkg"
+                receipts = build_wrapper(unsigned, config=config, vendor=vendor, version=version, min_os=min_os,
+                                         script_ctx=script_ctx, scripts=scripts, tmp=tmp)
+                signed_by = None
+                if installer_signer is not None:
+                    from ..formats.pkg.signing import sign_package
+
+                    sign_package(unsigned, stage.path(wrapper_rel), installer_signer,
+                                 timestamp_url=config.signing.timestamp_url)
+                    signed_by = installer_signer.certificate.subject.rfc4514_string()
+                else:
+                    os.replace(unsigned, stage.path(wrapper_rel))
+                stage.register(wrapper_rel, kind="wrapper-pkg", signed=signed_by)
+            if signed_by is None:
                 notes.append("the wrapper package is unsigned: Jamf MDM/PreStage installs, Intune LOB and "
                              "double-click installs need a Developer ID Installer signature ([signing])")
-            stage.register(wrapper_rel, kind="wrapper-pkg", signed=signed_by)
 
-            # 3. fleet-wide profiles
-            roots = [c for c in cas if is_self_signed(c)]
-            intermediates = [c for c in cas if not is_self_signed(c)]
-            fleet_profiles = {
-                "trust": trust_profile(fleet=fleet, organization=config.fleet.organization,
-                                       identifier_prefix=ident, roots=roots, intermediates=intermediates),
-                "login-items": login_items_profile(fleet=fleet, organization=config.fleet.organization,
-                                                   identifier_prefix=ident, label=vendor.daemon_label,
-                                                   team_id=vendor.team_id),
-            }
+            # 3. fleet-wide profiles (a signed rendering carried forward when its XML and signer are the same)
             profile_paths: dict[str, tuple[str, str | None]] = {}
-            for name, doc in fleet_profiles.items():
-                xml = render_xml(doc)
+            for name, xml in fleet_xml.items():
                 rel = f"profiles/{name}.mobileconfig"
                 stage.write(rel, xml, kind=f"{name}-profile")
                 signed_rel = None
                 if profile_signer is not None:
                     signed_rel = f"profiles/{name}.signed.mobileconfig"
-                    stage.write(signed_rel, sign_profile(xml, profile_signer), kind=f"{name}-profile-signed",
-                                signed=profile_signer.certificate.subject.rfc4514_string())
+                    subject = profile_signer.certificate.subject.rfc4514_string()
+                    if name in signed_fleet:
+                        sha256, size = prev.files[signed_rel]
+                        stage.link(prev.root / signed_rel, signed_rel, kind=f"{name}-profile-signed", secret=False,
+                                   signed=subject, sha256=sha256, size=size)
+                    else:
+                        stage.write(signed_rel, sign_profile(xml, profile_signer), kind=f"{name}-profile-signed",
+                                    signed=subject)
                 profile_paths[name] = (rel, signed_rel)
             if profile_signer is None:
                 notes.append("profiles are unsigned: fine for MDM upload; double-click installs show them as "
@@ -577,6 +906,19 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 notes.append("identity packages import each Mac's identity and CA certificates, but cannot "
                              "mark the root CA trusted (macOS 11+ asks an administrator): deliver "
                              "profiles/trust.mobileconfig by MDM or have the user approve it")
+
+            # 4. what changed for the devices since the previous build
+            wrapper_sha256 = stage.artifact(wrapper_rel).sha256
+            old_sums = artifact_digests(old) if old is not None else {}  # sealed ones too (plaintext digests)
+            device_changes = compare_devices(old, fleet_in, records, stage.digests(), skipped,
+                                             fresh=options.fresh, untrusted=untrusted, old_sums=old_sums,
+                                             old_records=prev.devices if prev is not None else {})
+            removed = tuple((prev.devices[h.casefold()]["hostname"], prev.devices[h.casefold()].get("serial"))
+                            for h in device_changes["devices"]["removed"])
+            fleet_changed = tuple(name for name, (rel, _s) in profile_paths.items()
+                                  if old_sums.get(rel) != stage.artifact(rel).sha256)
+            changes = Changes(prev.name if prev is not None else None, options.fresh, untrusted,
+                              wrapper_status(old, wrapper_sha256), removed, fleet_changed)
 
             info = BuildInfo(
                 fleet=fleet, organization=config.fleet.organization, identifier=ident, version=version,
@@ -589,29 +931,67 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 trust_profile=profile_paths["trust"][0], login_items_profile=profile_paths["login-items"][0],
                 signed_trust_profile=profile_paths["trust"][1],
                 signed_login_items_profile=profile_paths["login-items"][1],
-                devices=devices, skipped_devices=skipped, targets=config.targets, built_at=build_datetime())
+                devices=devices, skipped_devices=skipped, targets=config.targets, built_at=build_datetime(),
+                changes=changes)
             stage.write("uninstall.sh", info.scripts["uninstall.sh"].encode(), kind="uninstall-script",
                         executable=True)
 
-            # 4. deployment targets
-            from .targets import write_targets
+            # 5. deployment targets (a sealed build's per-device ones here: its workers write no file),
+            # the change set, DEPLOY.md
             from .targets.munki import IDENTITIES_WARNING
 
-            write_targets(info, stage)
+            write_targets(info, stage, per_device=stage.sealed, deploy=False)
             if config.targets.munki is not None and config.targets.munki.identities and devices:
                 warnings.append(IDENTITIES_WARNING)
+            file_changes = compare_artifacts(old, stage.digests(), wrapper_sha256, old_sums=old_sums)
+            change_doc = assemble(old, device_changes, file_changes, fresh=options.fresh, untrusted=untrusted)
+            stage.write("changes.json", to_json(change_doc), kind="changes")
+            write_deploy(info, stage, sections_of(config.targets), change_doc)
 
-            stage.finish({"fleet": fleet, "version": version, "vendor": {
+            stage.finish({"fleet": fleet, "version": version, "format": MANIFEST_FORMAT, "vendor": {
                 "identifier": vendor.identifier, "version": vendor.version,
                 "architectures": list(vendor.architectures), "team_id": vendor.team_id},
-                "skipped_devices": list(skipped)})
+                "skipped_devices": list(skipped), "inputs": fleet_in, "identity_inputs": identity_in,
+                "wrapper": {"path": wrapper_rel, "inputs": wrapper_in, "signed_by": signed_by,
+                            "receipts": [[r.identifier, r.version, r.install_kbytes, r.on_conclusion]
+                                         for r in receipts]},
+                "devices": sorted(records, key=lambda r: r["hostname"])})
             artifacts = stage.artifacts
-    return BuildResult(final, info, results, artifacts, notes, warnings)
+    return BuildResult(final, info, results, artifacts, notes, warnings, change_doc)
 
 
 def _identity_packages(targets) -> bool:
     """Per-Mac identity packages are made for the manual target and for opted-in Munki items."""
     return bool(targets.manual or (targets.munki is not None and targets.munki.identities))
+
+
+def _fleet_profiles(config, cas, vendor) -> dict:
+    from ..certs import is_self_signed
+    from ..profiles import login_items_profile, trust_profile
+
+    fleet, ident, org = config.fleet.name, config.fleet.identifier, config.fleet.organization
+    return {
+        "trust": trust_profile(fleet=fleet, organization=org, identifier_prefix=ident,
+                               roots=[c for c in cas if is_self_signed(c)],
+                               intermediates=[c for c in cas if not is_self_signed(c)]),
+        "login-items": login_items_profile(fleet=fleet, organization=org, identifier_prefix=ident,
+                                           label=vendor.daemon_label, team_id=vendor.team_id),
+    }
+
+
+def _wrapper_inputs(package: Path, scripts: dict, version: str, min_os: str, config, installer_signer) -> str:
+    """The wrapper's inputs fingerprint: the vendor package's bytes, every rendered script, the
+    version, macOS floor, identity, installer signer and timestamp server, fleetpkg's format."""
+    from .changes import WRAPPER_FORMAT, fingerprint
+
+    with open(package, "rb") as fh:
+        vendor_sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+    signer = None
+    if installer_signer is not None:
+        signer = [hashlib.sha256(c.public_bytes(Encoding.DER)).hexdigest()
+                  for c in (installer_signer.certificate, *installer_signer.chain)]
+    return fingerprint(WRAPPER_FORMAT, vendor_sha256, sorted(scripts.items()), version, min_os,
+                       config.fleet.identifier, config.fleet.organization, signer, config.signing.timestamp_url)
 
 
 def _rendered_scripts(ctx) -> dict:

@@ -26,6 +26,7 @@ COMMANDS = {
     "verify": "verify",
     "unseal": "unseal",
     "clean": "clean",
+    "diff": "diff",
     "sign": "sign",
 }
 

@@ -12,7 +12,8 @@ from ..errors import EXIT_FINDINGS, EXIT_OK
 
 def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs: int | None,
                  at_text: str | None, skip_failed_devices: bool, allow_foreign_vendor: bool,
-                 ask_password: bool, quiet: bool, seal_to: tuple[str, ...] = ()) -> int:
+                 ask_password: bool, quiet: bool, seal_to: tuple[str, ...] = (), previous: Path | None = None,
+                 fresh: bool = False) -> int:
     from .commands.check import parse_at
     from ..fleet.config import load_config
     from .output import emit_json
@@ -22,7 +23,7 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
     out = out_dir or (config.path.parent / "dist")
     options = BuildOptions(out_dir=Path(out), at=parse_at(at_text), jobs=jobs,
                            skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
-                           ask_password=ask_password, seal_to=tuple(seal_to))
+                           ask_password=ask_password, seal_to=tuple(seal_to), previous=previous, fresh=fresh)
     from .progress import ProgressBar, wanted
 
     talk = not as_json and not quiet
@@ -65,7 +66,8 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
                         "warnings": warnings},
             "notes": result.notes,
             "warnings": result.warnings,
-        })
+            "changes": summarize_changes(result.changes),
+        }, one_item_per_line=True)
         return EXIT_OK
     if quiet:
         return EXIT_OK
@@ -93,8 +95,28 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
     if failed:  # the devices the build skipped, each with the rules it fails
         lines.append("  skipped (failing rules): " + ", ".join(
             f"{r.hostname} ({', '.join(dict.fromkeys(f.rule for f in r.errors))})" for r in failed))
+    if result.changes is not None:
+        lines.append(f"  changes: {change_line(result.changes)} (changes.json)")
     deploy = result.output / "DEPLOY.md"
     if deploy.exists():
         lines.append(f"  how to deploy: {deploy}")
     click.echo("\n".join(lines))
     return EXIT_OK
+
+
+def summarize_changes(changes: dict | None) -> dict | None:
+    """changes.json without its per-file lists (counts instead), for `build --json`."""
+    if changes is None:
+        return None
+    out = {k: v for k, v in changes.items() if k != "artifacts"}
+    out["artifacts"] = {k: len(v) for k, v in changes["artifacts"].items()}
+    return out
+
+
+def change_line(changes: dict) -> str:
+    d = changes["devices"]
+    if changes["previous"] is None:
+        return "first build here, every Mac new"
+    counts = ", ".join(f"{len(d[k])} {k}" for k in ("added", "changed", "removed", "unchanged"))
+    fresh = ", --fresh" if changes["fresh"] else ""
+    return f"since {changes['previous']}{fresh}: {counts} Mac(s); wrapper {changes['wrapper']}"

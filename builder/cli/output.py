@@ -7,9 +7,25 @@ import sys
 from typing import Any
 
 
-def emit_json(doc: Any) -> None:
-    """Write exactly one JSON document to stdout: sorted keys so output is stable."""
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+def emit_json(doc: Any, *, one_item_per_line: bool = False) -> None:
+    """Write exactly one JSON document to stdout: sorted keys so output is stable.
+
+    one_item_per_line: the top-level lists (a large build's artifacts and devices) get one
+    compact item per line, written by json's C encoder; the indented form of json.dumps takes
+    seconds for 80,000 artifacts."""
+    if not one_item_per_line or not isinstance(doc, dict):
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        return
+    encode = json.JSONEncoder(sort_keys=True, default=str).encode
+    parts = []
+    for key in sorted(doc):
+        value = doc[key]
+        if isinstance(value, list) and value:
+            text = "[\n    " + ",\n    ".join(map(encode, value)) + "\n  ]"
+        else:
+            text = json.dumps(value, indent=2, sort_keys=True, default=str).replace("\n", "\n  ")
+        parts.append(f"  {encode(key)}: {text}")
+    sys.stdout.write("{\n" + ",\n".join(parts) + "\n}\n")
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:

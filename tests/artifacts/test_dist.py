@@ -132,3 +132,51 @@ def test_sigkill_leftover_is_removed_by_next_build(tmp_path):
     with staged_output(tmp_path / "dist" / "x") as stage:
         stage.finish({})
     assert os.listdir(tmp_path / "dist") == ["x"]
+
+
+def test_staging_never_writes_through_a_hard_link(tmp_path):
+    """A rebuild hard-links files of the previous build; writing the same name again replaces the
+    link instead of truncating the previous build's file."""
+    from builder.artifacts.dist import Staging
+
+    old = tmp_path / "old.mobileconfig"
+    old.write_bytes(b"previous build\n")
+    old.chmod(0o600)
+    (tmp_path / "stage").mkdir()
+    stage = Staging(tmp_path / "stage")
+    art = stage.link(old, "profiles/devices/mac.mobileconfig", kind="device-profile", secret=True, signed=None,
+                     sha256="0" * 64, size=15)
+    assert art.sha256 == "0" * 64 and stage.path(art.path).stat().st_ino == old.stat().st_ino
+    stage.write("profiles/devices/mac.mobileconfig", b"new\n", kind="device-profile", secret=True)
+    assert old.read_bytes() == b"previous build\n"
+    assert stage.path("profiles/devices/mac.mobileconfig").read_bytes() == b"new\n"
+
+
+def test_rebuild_into_the_same_folder_keeps_the_old_one_until_published(tmp_path):
+    final = tmp_path / "dist" / "x"
+    with staged_output(final) as stage:
+        stage.write("a.txt", b"old", kind="doc")
+        stage.finish({})
+    with staged_output(final) as stage:
+        stage.write("a.txt", b"new", kind="doc")
+        assert (final / "a.txt").read_bytes() == b"old"  # still there while the new one is staged
+        stage.finish({})
+    assert (final / "a.txt").read_bytes() == b"new"
+    assert os.listdir(final.parent) == ["x"]
+
+
+def test_remove_stale_puts_back_a_build_a_killed_publish_moved_aside(tmp_path):
+    from builder.artifacts.dist import REPLACED_PREFIX, remove_stale
+
+    dist = tmp_path / "dist"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    aside = dist / f"{REPLACED_PREFIX}demo-1.0-1-{dead}"
+    aside.mkdir(parents=True)
+    (aside / "manifest.json").write_text("{}")
+    remove_stale(dist)
+    assert os.listdir(dist) == ["demo-1.0-1"]
+    # when the new build did get published, the one moved aside is removed instead
+    aside.mkdir()
+    remove_stale(dist)
+    assert os.listdir(dist) == ["demo-1.0-1"] and (dist / "demo-1.0-1" / "manifest.json").exists()

@@ -6,6 +6,7 @@ Per-device files are folded into one table row each (`profiles/devices/<hostname
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ...formats.pkg.conclusion import NONE, verb
@@ -49,6 +50,8 @@ DESCRIPTIONS = {
     "intune-notes": "Intune: detection rules for the app.",
     "sealed-secrets": "Every secret file of this build, as one tar encrypted with age to the recipients "
                       "below: `fleetpkg unseal` or `age -d` restores them.",
+    "intune-changes": "Intune: what to create, replace or delete since the previous build.",
+    "changes": "What changed since the previous build: devices, reasons and files (also `fleetpkg diff`).",
 }
 FINAL_FILES = (
     ("DEPLOY.md", "This file."),
@@ -70,28 +73,66 @@ class Row:
     sealed: bool = False
 
 
+_BOUNDARY = re.compile(r"[.-]")
+
+
 def _device_pattern(path: str, hosts: set[str], prefix: str) -> str:
-    """path with its host name replaced by <hostname>, or unchanged when it names no device."""
+    """path with its host name replaced by <hostname>, or unchanged when it names no device.
+    The host name is the longest one ending at a '.' or '-' (or the end) of the file name."""
+    return _match(path, hosts, prefix)[0]
+
+
+def _match(path: str, hosts: set[str], prefix: str) -> tuple[str, str | None]:
+    """(_device_pattern's result, the file name's part after the host name or None)."""
     folder, _, base = path.rpartition("/")
     start = len(prefix) if prefix and base.startswith(prefix) else 0
-    best = None
-    for i in range(start + 1, len(base) + 1):
-        if (i == len(base) or base[i] in ".-") and base[start:i] in hosts:
-            best = i
-    if best is None:
-        return path
-    base = base[:start] + "<hostname>" + base[best:]
-    return f"{folder}/{base}" if folder else base
+    if base[start:] in hosts:
+        best = len(base)
+    else:
+        ends = [m.start() for m in _BOUNDARY.finditer(base, start + 1) if base[start:m.start()] in hosts]
+        if not ends:
+            return path, None
+        best = ends[-1]
+    name = base[:start] + "<hostname>" + base[best:]
+    return (f"{folder}/{name}" if folder else name), base[best:]
+
+
+class _Patterns:
+    """_device_pattern for many paths: a folder's files of one kind share what follows the host
+    name (".signed.mobileconfig"), so once learned, a file is matched by checking that ending and
+    the host before it (and that no longer host name ends at a boundary inside the ending, which
+    is what the full search would have preferred)."""
+
+    def __init__(self, hosts: set[str]):
+        self.hosts = hosts
+        self.learned: dict[tuple[str, str, int], tuple[str, tuple[int, ...]]] = {}
+
+    def __call__(self, path: str, kind: str, prefix: str) -> str:
+        folder, _, base = path.rpartition("/")
+        start = len(prefix) if prefix and base.startswith(prefix) else 0
+        key = (folder, kind, start)
+        hit = self.learned.get(key)
+        if hit is not None and base.endswith(hit[0]):
+            suffix, later = hit
+            best = len(base) - len(suffix)
+            if best > start and base[start:best] in self.hosts \
+                    and not any(base[start:best + o] in self.hosts for o in later):
+                name = base[:start] + "<hostname>" + suffix
+                return f"{folder}/{name}" if folder else name
+        pattern, suffix = _match(path, self.hosts, prefix)
+        if suffix is not None:
+            later = tuple(o for o in range(1, len(suffix)) if suffix[o] in ".-") + ((len(suffix),) if suffix else ())
+            self.learned[key] = (suffix, later)
+        return pattern
 
 
 def artifact_rows(artifacts, info) -> list[Row]:
-    hosts = {d.hostname for d in info.devices}
+    pattern_of = _Patterns({d.hostname for d in info.devices})
     identity_prefix = f"{info.targets.munki.name}-identity-" if info.targets.munki else ""
     groups: dict[tuple[str, str], list] = {}
     for art in artifacts:
         prefix = identity_prefix if art.kind in _NAME_PREFIX_KINDS else ""
-        pattern = _device_pattern(art.path, hosts, prefix)
-        groups.setdefault((pattern, art.kind), []).append(art)
+        groups.setdefault((pattern_of(art.path, art.kind, prefix), art.kind), []).append(art)
     rows = []
     for (pattern, kind), arts in sorted(groups.items()):
         signers = sorted({a.signed for a in arts if a.signed})
@@ -102,8 +143,30 @@ def artifact_rows(artifacts, info) -> list[Row]:
     return rows
 
 
-def render_deploy(info, artifacts, sections: dict, sealed: dict | None = None) -> str:
-    """sealed: {"count", "recipients"} when the secret files are in secrets.tar.age."""
+LIST_LIMIT = 50  # host names listed in DEPLOY.md per group; changes.json lists them all
+
+
+def _capped(items: list) -> tuple[list, int]:
+    return items[:LIST_LIMIT], max(0, len(items) - LIST_LIMIT)
+
+
+def change_view(changes: dict | None) -> dict | None:
+    """The change set as DEPLOY.md shows it: host lists capped, reasons beside changed hosts."""
+    if changes is None:
+        return None
+    devices, reasons = changes["devices"], changes["reasons"]
+    out = {"previous": changes["previous"], "fresh": changes["fresh"], "note": changes.get("note"),
+           "wrapper": changes["wrapper"], "unchanged": len(devices["unchanged"]),
+           "counts": {k: len(v) for k, v in devices.items()}}
+    out["added"], out["added_more"] = _capped(devices["added"])
+    out["changed"], out["changed_more"] = _capped([(h, reasons.get(h, [])) for h in devices["changed"]])
+    out["removed"], out["removed_more"] = _capped(devices["removed"])
+    return out
+
+
+def render_deploy(info, artifacts, sections: dict, sealed: dict | None = None, changes: dict | None = None) -> str:
+    """sealed: {"count", "recipients"} when the secret files are in secrets.tar.age; changes: the
+    change set (changes.json's document)."""
     from .munki import IDENTITIES_WARNING
 
     rows = artifact_rows(artifacts, info)
@@ -116,9 +179,10 @@ def render_deploy(info, artifacts, sections: dict, sealed: dict | None = None) -
                   device_profile=device_profile, manual_profile_signed=any(d.signed_profile for d in info.devices),
                   doctor=f"{info.support_dir}/doctor", uninstall=f"{info.support_dir}/uninstall.sh",
                   wrapper_name=info.wrapper.rsplit("/", 1)[-1], munki_warning=IDENTITIES_WARNING,
-                  sealed=sealed)
+                  sealed=sealed, changes=change_view(changes),
+                  fleet_profiles=info.changes.fleet_profiles if info.changes else ())
 
 
-def write_deploy(info, stage, sections: dict) -> None:
-    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections, stage.sealed_summary()),
+def write_deploy(info, stage, sections: dict, changes: dict | None = None) -> None:
+    text_file(stage, "DEPLOY.md", render_deploy(info, stage.artifacts, sections, stage.sealed_summary(), changes),
               kind="deploy-notes")

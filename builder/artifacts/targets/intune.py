@@ -9,9 +9,11 @@ because Intune only refuses an upload after the admin has filled in the whole fo
 
 from __future__ import annotations
 
+import os
+
 from ...errors import BuildError
 from ..templating import render
-from .common import copy_artifact, text_file
+from .common import change_lists, copy_artifact, text_file
 
 SCRIPT_LIMIT = 15_360  # characters
 PROFILE_LIMIT = 1_000_000  # bytes
@@ -44,7 +46,22 @@ def render_scripts(info) -> dict[str, str]:
     }
 
 
-def write_intune(info, stage) -> dict:
+def device_profile_copy(device, stage) -> None:
+    """Copy one Mac's unsigned identity profile into intune/profiles/devices/, within Intune's
+    limit (the build's worker processes do this per device)."""
+    if device.profile:
+        known = stage.artifact(device.profile)
+        check_profile(device.profile, known.size if known else os.stat(stage.fspath(device.profile)).st_size)
+        copy_artifact(stage, device.profile, _device_rel(device), kind="intune-device-profile", secret=True)
+
+
+def _device_rel(device) -> str:
+    return f"intune/profiles/devices/{device.hostname}.mobileconfig"
+
+
+def write_intune(info, stage, *, per_device: bool = True) -> dict:
+    """Write intune/. per_device=False: the device profiles' copies were made already (by the
+    build's workers, device_profile_copy)."""
     wrapper_name = info.wrapper.rsplit("/", 1)[-1]
     scripts = render_scripts(info)
     profiles = []  # (what, source rel, intune rel)
@@ -52,10 +69,8 @@ def write_intune(info, stage) -> dict:
                             ("login-items", info.login_items_profile, "login-items")):
         if rel:
             profiles.append((what, rel, f"intune/profiles/{name}.mobileconfig", False))
-    for device in info.devices:
-        if device.profile:
-            profiles.append(("device", device.profile, f"intune/profiles/devices/{device.hostname}.mobileconfig",
-                             True))
+    if per_device:
+        profiles += [("device", d.profile, _device_rel(d), True) for d in info.devices if d.profile]
     for _what, src, _dst, _secret in profiles:  # check all before writing any
         known = stage.artifact(src)
         check_profile(src, known.size if known is not None else stage.path(src).stat().st_size)
@@ -70,6 +85,10 @@ def write_intune(info, stage) -> dict:
     text_file(stage, "intune/detection.md", render(
         "targets-intune-detection.md.j2", info=info, wrapper=wrapper_name,
         configure=_configure_receipt(info)), kind="intune-notes")
+    if info.changes is not None:
+        text_file(stage, "intune/CHANGES.md", render("targets-intune-changes.md.j2", info=info,
+                                                     wrapper=wrapper_name, **change_lists(info)),
+                  kind="intune-changes")
     return {"wrapper": f"intune/{wrapper_name}"}
 
 

@@ -15,21 +15,50 @@ from ..templating import render
 from .common import copy_artifact, text_file
 
 
+# What the admin does in Jamf with each Mac's identity profile, by its change since the previous build.
+SCOPING_ACTIONS = {None: "upload", "added": "upload", "changed": "replace", "unchanged": "keep"}
+REMOVED_ACTION = "delete"
+
+
 def scoping_csv(rows) -> str:
-    """hostname,serial,profile (paths relative to jamf/); csv quoting, LF line ends."""
+    """hostname,serial,profile,action (paths relative to jamf/); csv quoting, LF line ends.
+    action: upload (new Mac or first build), replace (new identity), keep (byte-identical to the
+    previous build's), delete (the Mac left the fleet: remove its profile from Jamf)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["hostname", "serial", "profile"])
+    writer.writerow(["hostname", "serial", "profile", "action"])
     for row in rows:
         writer.writerow(row)
     return buf.getvalue()
 
 
-def write_jamf(info, stage) -> dict:
-    """Write jamf/; returns what README and DEPLOY.md need to name."""
+def device_profile_copies(device, stage) -> str | None:
+    """Copy one Mac's identity profiles into jamf/profiles/devices/ (the build's worker processes
+    do this per device); returns the unsigned copy's path relative to jamf/."""
+    u = None
+    if device.profile:
+        u = f"jamf/profiles/devices/{device.hostname}.mobileconfig"
+        copy_artifact(stage, device.profile, u, kind="jamf-device-profile", secret=True)
+    if device.signed_profile:
+        known = stage.artifact(device.signed_profile)
+        copy_artifact(stage, device.signed_profile, f"jamf/profiles/devices/{device.hostname}.signed.mobileconfig",
+                      kind="jamf-device-profile-signed", secret=True, signed=known.signed if known else None)
+    return u.removeprefix("jamf/") if u else None
+
+
+def scoping_rows(info) -> list[tuple[str, str, str, str]]:
+    rows = [(d.hostname, d.serial or "", f"profiles/devices/{d.hostname}.mobileconfig" if d.profile else "",
+             SCOPING_ACTIONS.get(d.change, "upload")) for d in info.devices]
+    if info.changes is not None:
+        rows += [(host, serial or "", "", REMOVED_ACTION) for host, serial in info.changes.removed]
+    return rows
+
+
+def write_jamf(info, stage, *, per_device: bool = True) -> dict:
+    """Write jamf/; returns what README and DEPLOY.md need to name. per_device=False: the device
+    profiles' copies were made already (by the build's workers, device_profile_copies)."""
     wrapper_name = info.wrapper.rsplit("/", 1)[-1]
     copy_artifact(stage, info.wrapper, f"jamf/{wrapper_name}", kind="jamf-pkg", signed=info.wrapper_signed_by)
-    signers = {a.path: a.signed for a in stage.artifacts}
     profiles = []  # (name, unsigned rel, signed rel | None)
     for name, unsigned, signed in (("trust", info.trust_profile, info.signed_trust_profile),
                                    ("login-items", info.login_items_profile, info.signed_login_items_profile)):
@@ -40,19 +69,13 @@ def write_jamf(info, stage) -> dict:
         s = None
         if signed:
             s = f"jamf/profiles/{name}.signed.mobileconfig"
-            copy_artifact(stage, signed, s, kind=f"jamf-{name}-profile-signed", signed=signers.get(signed))
+            known = stage.artifact(signed)
+            copy_artifact(stage, signed, s, kind=f"jamf-{name}-profile-signed", signed=known.signed if known else None)
         profiles.append((name, u, s))
-    rows = []
-    for device in info.devices:
-        u = s = None
-        if device.profile:
-            u = f"jamf/profiles/devices/{device.hostname}.mobileconfig"
-            copy_artifact(stage, device.profile, u, kind="jamf-device-profile", secret=True)
-        if device.signed_profile:
-            s = f"jamf/profiles/devices/{device.hostname}.signed.mobileconfig"
-            copy_artifact(stage, device.signed_profile, s, kind="jamf-device-profile-signed", secret=True,
-                          signed=signers.get(device.signed_profile))
-        rows.append((device.hostname, device.serial or "", u.removeprefix("jamf/") if u else ""))
+    if per_device:
+        for device in info.devices:
+            device_profile_copies(device, stage)
+    rows = scoping_rows(info)
     text_file(stage, "jamf/scoping.csv", scoping_csv(rows), kind="jamf-scoping")
     text_file(stage, "jamf/extension-attribute.sh", info.scripts["jamf-ea.sh"], kind="jamf-extension-attribute",
               executable=True)

@@ -29,6 +29,7 @@ import re
 from ...errors import BuildError
 from ...formats import plistxml
 from ...formats.pkg.conclusion import NONE
+from ..changes import PKGINFO_FORMAT, fingerprint
 from .common import copy_artifact
 
 # One paragraph, said by `fleetpkg build` and DEPLOY.md when identity items are on.
@@ -156,15 +157,41 @@ def identity_pkginfo(info, device, names: list[str], *, location: str, sha256: s
         "minimum_os_version": info.minimum_os,
         "supported_architectures": list(ARCHITECTURES),
         "unattended_install": True,
-    }
+    } | _notes(info, device)
+
+
+def _notes(info, device) -> dict:
+    """Munki's admin-facing `notes` say why a Mac's identity changed since the previous build
+    (none on a first build or for an unchanged identity, so those pkginfos stay as they were)."""
+    if device.change == "added":
+        return {"notes": f"fleetpkg {info.version}: a Mac new to the fleet since the previous build."}
+    if device.change == "changed":
+        return {"notes": f"fleetpkg {info.version}: new identity ({'; '.join(device.reasons)})."}
+    return {}
 
 
 def dump(doc: dict) -> bytes:
     return plistxml.dumps(doc)  # plistlib's XML, keys sorted
 
 
-def write_munki(info, stage) -> list[str]:
-    """Write munki/; returns the pkginfo paths written."""
+def identity_item(info, device, names: list[str], stage) -> str | None:
+    """One Mac's identity item: its package copied under pkgs/, its pkginfo under pkgsinfo/ (the
+    build's worker processes do this per device); returns the pkginfo's path."""
+    if not device.identity_pkg:
+        return None
+    base = info.fleet
+    location = f"{base}/identity/{device.hostname}-{device.identity_version}.pkg"
+    art = copy_artifact(stage, device.identity_pkg, f"munki/pkgs/{location}", kind="munki-identity-pkg",
+                        secret=True)
+    doc = identity_pkginfo(info, device, names, location=location, sha256=art.sha256, size=art.size)
+    rel = f"munki/pkgsinfo/{base}/identity/{identity_item_name(info, device.hostname)}-{device.identity_version}.plist"
+    stage.write_doc(rel, fingerprint(PKGINFO_FORMAT, doc), lambda: dump(doc), kind="munki-identity-pkginfo")
+    return rel
+
+
+def write_munki(info, stage, *, per_device: bool = True) -> list[str]:
+    """Write munki/; returns the pkginfo paths written. per_device=False: the identity items were
+    written already (by the build's workers, identity_item)."""
     munki = info.targets.munki
     base = f"{info.fleet}"
     wrapper_name = info.wrapper.rsplit("/", 1)[-1]
@@ -176,18 +203,10 @@ def write_munki(info, stage) -> list[str]:
     stage.write(rel, dump(client_pkginfo(info, location=location, sha256=art.sha256, size=art.size)),
                 kind="munki-pkginfo")
     written.append(rel)
-    if not munki.identities:
-        return written
-    names = host_names(info.devices)
-    for device in info.devices:
-        if not device.identity_pkg:
-            continue
-        location = f"{base}/identity/{device.hostname}-{device.identity_version}.pkg"
-        art = copy_artifact(stage, device.identity_pkg, f"munki/pkgs/{location}", kind="munki-identity-pkg",
-                            secret=True)
-        doc = identity_pkginfo(info, device, names[device.hostname], location=location, sha256=art.sha256,
-                               size=art.size)
-        rel = f"munki/pkgsinfo/{base}/identity/{identity_item_name(info, device.hostname)}-{device.identity_version}.plist"
-        stage.write(rel, dump(doc), kind="munki-identity-pkginfo")
-        written.append(rel)
+    if per_device and munki.identities:
+        names = host_names(info.devices)
+        for device in info.devices:
+            item = identity_item(info, device, names[device.hostname], stage)
+            if item:
+                written.append(item)
     return written

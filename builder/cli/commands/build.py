@@ -21,13 +21,21 @@ import click
 @click.option("--seal-to", "seal_to", multiple=True, metavar="RECIPIENT",
               help="Seal every secret file into secrets.tar.age for this age recipient (age1... or an "
                    "ssh-ed25519/ssh-rsa public key); repeatable, adds to [secrets] recipients.")
+@click.option("--previous", "previous", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="The previous build to carry unchanged Macs forward from (default: the newest earlier "
+                   "build of the fleet in the output folder).")
+@click.option("--fresh", is_flag=True, help="Mint every Mac's identity anew (e.g. after a suspected leak); "
+                                            "the change set still compares with the previous build.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors.")
 def command(config: Path, out_dir: Path | None, as_json: bool, jobs: int | None, at_text: str | None,
             skip_failed_devices: bool, allow_foreign_vendor: bool, ask_password: bool, seal_to: tuple[str, ...],
-            quiet: bool) -> int:
-    """Build the wrapper package, profiles, identity packages and deployment files for CONFIG."""
+            previous: Path | None, fresh: bool, quiet: bool) -> int:
+    """Build the wrapper package, profiles, identity packages and deployment files for CONFIG.
+
+    Macs whose inputs are unchanged since the previous build keep their identity (byte-identical
+    profiles); changes.json and DEPLOY.md say what changed."""
     from ..buildreport import report_build
 
     return report_build(config, out_dir=out_dir, as_json=as_json, jobs=jobs, at_text=at_text,
                         skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
-                        ask_password=ask_password, seal_to=seal_to, quiet=quiet)
+                        ask_password=ask_password, seal_to=seal_to, quiet=quiet, previous=previous, fresh=fresh)

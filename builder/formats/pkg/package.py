@@ -11,6 +11,7 @@ vendor's receipt and BOM stay exactly as the vendor made them.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -306,9 +307,8 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
 
     if _all_in_memory(entries, script_entries):
         # the same members, byte for byte, without temporary files: the package is the only file
-        payload = io.BytesIO()
-        stats = write_payload(payload, entries, compression=compression)
-        members: dict[str, bytes | Path] = {"Bom": _bom_bytes(entries, stats), "Payload": payload.getvalue()}
+        payload_bytes, bom, stats = _payload_members(tuple(entries), compression)
+        members: dict[str, bytes | Path] = {"Bom": bom, "Payload": payload_bytes}
         if script_entries:
             scripts_gz = io.BytesIO()
             write_payload(scripts_gz, script_entries, compression="gzip")
@@ -332,6 +332,24 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
         with _xar().XarWriter(dest, checksum_alg=checksum_alg, mode=mode) as w:
             _add_members(w, "", members)
     return BuiltComponent(dest, info)
+
+
+def _payload_members(entries: tuple, compression: str):
+    """(Payload, Bom, stats) of an in-memory tree; a payload-free package's (the "." folder
+    alone, the same for every identity package of a build) is made once per process."""
+    if len(entries) == 1 and entries[0].kind == "dir":
+        return _empty_payload_members(entries, compression)
+    return _make_payload_members(entries, compression)
+
+
+def _make_payload_members(entries: tuple, compression: str):
+    from .payload import write_payload
+    payload = io.BytesIO()
+    stats = write_payload(payload, list(entries), compression=compression)
+    return payload.getvalue(), _bom_bytes(list(entries), stats), stats
+
+
+_empty_payload_members = functools.lru_cache(maxsize=8)(_make_payload_members)
 
 
 def _bom_bytes(entries, stats) -> bytes:

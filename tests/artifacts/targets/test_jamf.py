@@ -47,13 +47,14 @@ def test_scoping_csv_names_each_device_and_its_profile(demo_build):
     jamf = demo_build.root / "jamf"
     with open(jamf / "scoping.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["hostname", "serial", "profile"]
+    assert rows[0] == ["hostname", "serial", "profile", "action"]
     with open(demo_build.folder / "devices.csv", newline="") as fh:
         devices = list(csv.DictReader(fh))
     assert [(r[0], r[1]) for r in rows[1:]] == [(d["hostname"], d["serial"]) for d in devices]
-    for hostname, _serial, profile in rows[1:]:
+    for hostname, _serial, profile, action in rows[1:]:
         assert (jamf / profile).is_file()
         assert profile == f"profiles/devices/{hostname}.mobileconfig"
+        assert action == "upload"  # a first build: every profile is new to Jamf
     assert (jamf / "scoping.csv").read_bytes().count(b"\r") == 0
 
 

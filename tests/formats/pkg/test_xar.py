@@ -895,3 +895,26 @@ def test_other_checksum_algorithms_and_header_sizes():
     xml = toc_doc(files.replace("<offset>0</offset>", "<offset>32</offset>"), style="sha256", size=32)
     with XarReader(io.BytesIO(make_xar(xml, b"abc", alg=3, hsize=36, extra_header=b"sha256"))) as reader:
         assert reader.checksum_alg == "sha256"
+
+
+def test_small_compressed_members_are_the_bytes_the_streamed_path_writes(tmp_path):
+    """add_bytes reuses one zlib stream per distinct small member (every identity package of a
+    build has the same Bom); the archive must be the one add_chunks writes, member by member."""
+    import random
+
+    rng = random.Random(5)
+    members = {"Bom": bytes(13294), "PackageInfo": b"<pkg-info/>\n" * 40,
+               "noise": bytes(rng.randrange(256) for _ in range(70_000)), "empty": b""}
+    outs = []
+    for how in ("bytes", "chunks", "bytes"):  # the second add_bytes run hits the cache
+        out = tmp_path / f"{how}-{len(outs)}.xar"
+        with XarWriter(out, creation_time=1_700_000_000) as w:
+            for name, data in members.items():
+                if how == "bytes":
+                    w.add_bytes(name, data, compress=True)
+                else:
+                    w.add_chunks(name, [data[i:i + 4096] for i in range(0, len(data), 4096)], compress=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    with XarReader(tmp_path / "bytes-0.xar") as r:
+        assert {name: r.read(name) for name in members} == members

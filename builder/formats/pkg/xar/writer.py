@@ -5,6 +5,7 @@ the kernel at close(); the TOC lists members depth-first in name order and the h
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import stat
@@ -80,6 +81,17 @@ def _check_ids(path: str, mode: int, uid: int, gid: int) -> None:
 def _needs_base64(name: str) -> bool:
     return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) <= 0xDFFF
                or ord(ch) in (0xFFFE, 0xFFFF) for ch in name) or name != name.strip()
+
+
+SMALL_MEMBER = 1 << 16
+
+
+@functools.lru_cache(maxsize=32)
+def _deflated(data: bytes) -> bytes:
+    """The zlib stream XarWriter._store writes for `data` (same level, same chunking)."""
+    z = zlib.compressobj(9)
+    view = memoryview(data)
+    return b"".join([*(z.compress(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK)), z.flush()])
 
 
 class XarWriter:
@@ -238,9 +250,22 @@ class XarWriter:
 
     def add_bytes(self, path: str, data: bytes, *, compress: bool, mode: int = 0o644, uid: int = 0,
                   gid: int = 0, user: str | None = None, group: str | None = None) -> None:
+        if compress and len(data) <= SMALL_MEMBER:
+            # small members recur (every identity package of a build has the same Bom): their
+            # zlib stream, the same bytes _store would make, is made once per process
+            packed = _deflated(bytes(data))
+            self._add_file(path, lambda: self._store_packed(data, packed), mode, uid, gid, user, group)
+            return
         view = memoryview(data)
         chunks = (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
         self.add_chunks(path, chunks, compress=compress, mode=mode, uid=uid, gid=gid, user=user, group=group)
+
+    def _store_packed(self, data: bytes, packed: bytes) -> _Blob:
+        alg = self.file_checksum_alg
+        start = self._spool_pos
+        self._spool_write(packed)
+        return _Blob(start, len(packed), len(data), GZIP, (alg, hashlib.new(alg, packed).hexdigest()),
+                     (alg, hashlib.new(alg, data).hexdigest()))
 
     def add_file(self, path: str, src: str | os.PathLike, *, compress: bool = False, mode: int = 0o644,
                  uid: int = 0, gid: int = 0, user: str | None = None, group: str | None = None) -> None:

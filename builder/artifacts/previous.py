@@ -1,0 +1,246 @@
+"""The previous build of a fleet: finding it, deciding whether to trust it, and reading a device's
+sealed identity back from it.
+
+Found: `--previous DIR`, else the newest earlier build of the same fleet in the output folder
+(newest by the time its manifest.json was published; folders of other fleets and hidden
+`.fleetpkg-*` work folders are passed over).
+
+Trusted only when everything it vouches for holds: its manifest is of this fleetpkg's format and
+of the same fleet, SHA256SUMS lists exactly the manifest's files with the same digests, and every
+listed file exists with its listed size and SHA-256 (each file hashed once, however many hard
+links it has). Any failure makes the whole build untrusted, with a one-line reason: nothing is
+carried forward from it and every device is re-minted. The hashing runs in the build's worker
+processes (check_files).
+
+Where the sealed identity comes from: the previous build's unsigned device profile, which already
+holds the PKCS#12 and its password (and is a secret, 0600 artifact), so carrying forward needs no
+extra secret file. sealed_identity() is the one reader; a sealed (encrypted) previous build only
+needs another source there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import plistlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .changes import MANIFEST_FORMAT, build_name, device_records
+from .dist import MANIFEST, PARTIAL_PREFIX, SUMS, sha256_of
+
+PKCS12 = "com.apple.security.pkcs12"
+CA_TYPES = ("com.apple.security.root", "com.apple.security.pkcs1")  # roots first, as in the profile
+
+
+@dataclass(frozen=True)
+class PreviousBuild:
+    root: Path
+    manifest: dict
+    files: dict  # dist-relative path -> (sha256, size), as the manifest (and SHA256SUMS) list them
+    devices: dict  # case-folded hostname -> the manifest's device record
+    untrusted: str | None = None  # why nothing may be carried forward from it; None = trusted so far
+    sealed: bool = False  # its secret files are in secrets.tar.age, not in the folder: no identity to carry
+
+    @property
+    def name(self) -> str:
+        return build_name(self.manifest)
+
+    def distrust(self, reason: str) -> "PreviousBuild":
+        return PreviousBuild(self.root, self.manifest, self.files, self.devices, self.untrusted or reason, self.sealed)
+
+
+def _manifest_time(path: Path) -> int | None:
+    try:
+        return (path / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def candidates(out_dir: Path, fleet: str) -> list[Path]:
+    """Build folders that may belong to `fleet` in out_dir, newest manifest first."""
+    try:
+        entries = [e for e in os.scandir(out_dir) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.startswith((".", PARTIAL_PREFIX)) or not entry.name.startswith(f"{fleet}-"):
+            continue
+        found.append((_manifest_time(Path(entry.path)) or 0, entry.name, Path(entry.path)))
+    return [p for _, _, p in sorted(found, reverse=True)]
+
+
+def _read_json(path: Path) -> dict:
+    with path.open("rb") as fh:
+        doc = json.load(fh)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    return doc
+
+
+def locate(out_dir: Path, fleet: str, explicit: Path | None) -> tuple[PreviousBuild | None, list[str]]:
+    """The previous build to compare with (or None) and one-line notes about what was passed over."""
+    if explicit is not None:
+        prev, why = open_build(Path(explicit), fleet)
+        return prev, [why] if why else []
+    notes = []
+    for path in candidates(out_dir, fleet):
+        prev, why = open_build(path, fleet)
+        if prev is not None:
+            return prev, notes + ([why] if why else [])
+        if why and "is a build of fleet" not in why:
+            notes.append(why)
+    return None, notes
+
+
+def open_build(path: Path, fleet: str) -> tuple[PreviousBuild | None, str | None]:
+    """(build, None) when it may be compared with; (build, reason) when it is the same fleet's but
+    not to be trusted; (None, reason) when it cannot be read or is another fleet's."""
+    try:
+        manifest = _read_json(path / MANIFEST)
+    except FileNotFoundError:
+        return None, f"previous build {path}: no manifest.json (not a fleetpkg build): every device is minted anew"
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return None, f"previous build {path}: cannot read its manifest.json ({what}): every device is minted anew"
+    if manifest.get("fleet") != fleet:
+        return None, (f"previous build {path} is a build of fleet {manifest.get('fleet')!r}, not {fleet!r}: "
+                      "every device is minted anew")
+    files: dict[str, tuple[str, int]] = {}  # the files in the folder (a sealed build's secrets are not)
+    for art in manifest.get("artifacts") or ():
+        if isinstance(art, dict) and isinstance(art.get("path"), str) and not art.get("sealed"):
+            files[art["path"]] = (art.get("sha256"), art.get("size"))
+    prev = PreviousBuild(path, manifest, files, device_records(manifest), sealed=bool(manifest.get("sealed_to")))
+    fmt = manifest.get("format", 1)
+    if fmt != MANIFEST_FORMAT:
+        who = "an older" if isinstance(fmt, int) and fmt < MANIFEST_FORMAT else "another"
+        return _untrusted(prev, f"made by {who} fleetpkg (manifest format {fmt}, this one writes {MANIFEST_FORMAT})")
+    problem = _sums_problem(path, files)
+    if problem:
+        return _untrusted(prev, problem)
+    return prev, None
+
+
+def _untrusted(prev: PreviousBuild, reason: str) -> tuple[PreviousBuild, str]:
+    prev = prev.distrust(reason)
+    return prev, untrusted_note(prev)
+
+
+def untrusted_note(prev: PreviousBuild) -> str:
+    return f"previous build {prev.name} is not trusted ({prev.untrusted}): every device gets a new identity"
+
+
+def _sums_problem(root: Path, files: dict) -> str | None:
+    try:
+        text = (root / SUMS).read_text(encoding="utf-8")
+    except OSError as exc:
+        return f"{SUMS} cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        return f"{SUMS} is not text"
+    sums = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep:
+            return f"{SUMS} is malformed"
+        sums[name] = digest
+    if len(sums) != len(files):
+        return f"{SUMS} lists {len(sums)} files, manifest.json {len(files)}"
+    for rel, (digest, _size) in files.items():
+        if sums.get(rel) != digest:
+            return f"{SUMS} and manifest.json disagree about {rel}"
+        if not _plain(rel):
+            return f"manifest.json lists an unsafe path {rel!r}"
+    return None
+
+
+def _plain(rel: str) -> bool:
+    """A relative path inside the build: no leading '/', no '..' part (checked without pathlib)."""
+    return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/") and "\0" not in rel
+
+
+# -- file checks (run in worker processes) -----------------------------------------------------------
+
+def check_files(root: Path, items: Sequence[tuple[str, str | None, int]]) -> list[str]:
+    """Problems with (path, sha256 or None, size) items: missing, other size, other digest (hashed
+    only when a digest is given). Hard links of one file are hashed once."""
+    problems = []
+    hashed: dict[tuple[int, int], str] = {}
+    base = os.fspath(root).rstrip("/")
+    for rel, digest, size in items:
+        path = f"{base}/{rel}"
+        try:
+            st = os.stat(path)
+        except OSError:
+            problems.append(f"{rel} is missing")
+            continue
+        if st.st_size != size:
+            problems.append(f"{rel} is {st.st_size} bytes, manifest.json says {size}")
+            continue
+        if digest is None:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key not in hashed:
+            try:
+                hashed[key] = _sha256(path)
+            except OSError as exc:
+                problems.append(f"{rel} cannot be read ({exc.strerror or exc})")
+                continue
+        if hashed[key] != digest:
+            problems.append(f"{rel} does not match its manifest.json digest")
+    return problems
+
+
+def _sha256(path: str) -> str:
+    return sha256_of(path)
+
+
+def chunks(items: list, count: int) -> list[list]:
+    size = max(1, -(-len(items) // max(1, count)))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def listed_files(prev: PreviousBuild) -> list[tuple[str, str, int]]:
+    """Every file the previous build's manifest lists, with its digest and size: what the trust
+    check verifies (each file hashed once, however many hard links it has)."""
+    return [(rel, digest, size) for rel, (digest, size) in prev.files.items()]
+
+
+# -- the sealed identity ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SealedIdentity:
+    """A device's macOS PKCS#12 and password from the previous build, with the CA certificates
+    (DER, roots first) its profile carried. Neither secret appears in repr/str."""
+
+    p12: bytes
+    password: str
+    ca_ders: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return f"SealedIdentity({len(self.ca_ders)} CA certificates)"
+
+
+def sealed_identity(root: Path, profile: str, sha256: str) -> SealedIdentity | None:
+    """The sealed identity in the previous build's unsigned device profile `profile`, or None when
+    that file is not exactly what the manifest vouched for or holds no identity (the caller then
+    mints a new one)."""
+    try:
+        data = (root / profile).read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    try:
+        doc = plistlib.loads(data)
+        payloads = doc["PayloadContent"]
+        p12 = [p for p in payloads if p.get("PayloadType") == PKCS12]
+        cas = [p["PayloadContent"] for t in CA_TYPES for p in payloads if p.get("PayloadType") == t]
+        if len(p12) != 1 or not isinstance(p12[0].get("PayloadContent"), bytes) \
+                or not isinstance(p12[0].get("Password"), str) or not all(isinstance(c, bytes) for c in cas):
+            return None
+    except Exception:  # a damaged plist of any shape: mint anew instead
+        return None
+    return SealedIdentity(p12[0]["PayloadContent"], p12[0]["Password"], tuple(cas))
