@@ -107,8 +107,6 @@ ISSUING_KEY = "bench-issuing.key"
 
 def issue(root: Path, numbered_hosts: list[tuple[int, str]], keys: int, jobs: int) -> None:
     """(Re-)issue the .pfx of each (number, hostname) from the fleet's issuing CA, in parallel."""
-    from cryptography.hazmat.primitives import serialization
-
     from tests.certs import factory
 
     for i in range(keys):  # generate the pooled keys once, here, not in every worker
@@ -278,25 +276,34 @@ def subset_config(config: Path, count: int) -> Path:
     return sub
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def fleet_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every fleet benchmark takes (this one's and bench_rebuild's)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--keys", type=int, default=8, help="distinct RSA keys to generate (reused)")
+    ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
+    return ap
+
+
+def work_folder(keep: Path | None, prefix: str) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """--keep's folder, or a temporary one (returned too, for its cleanup)."""
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        return keep, None
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    return Path(tmp.name), tmp
+
+
+def main() -> int:
+    ap = fleet_arguments(__doc__)
     ap.add_argument("--speedup-devices", type=int, default=1000,
                     help="devices for the --jobs 1 vs --jobs 2 builds (the first N of the fleet)")
-    ap.add_argument("--keys", type=int, default=8, help="distinct RSA keys to generate (reused)")
     ap.add_argument("--floor-sample", type=int, default=2000,
                     help="time the floor on at most this many devices")
     ap.add_argument("--unsigned", action="store_true", help="no [signing]: unsigned wrapper and profiles")
-    ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
     args = ap.parse_args()
 
-    tmp = None
-    if args.keep:
-        root = args.keep
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="fleetpkg-bench-fleet-")
-        root = Path(tmp.name)
+    root, tmp = work_folder(args.keep, "fleetpkg-bench-fleet-")
     try:
         cores = os.cpu_count() or 1
         print(f"machine: {machine()}")

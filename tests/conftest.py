@@ -18,3 +18,14 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: run .ci/run or install it (see README)")
     return path
+
+
+def age_key_pair(folder: Path) -> tuple[Path, str]:
+    """An admin's age key pair, made by age-keygen: (identity file, recipient)."""
+    import subprocess
+
+    key = folder / "admin.agekey"
+    subprocess.run([require_tool("age-keygen"), "-o", str(key)], check=True, capture_output=True)
+    recipient = subprocess.run([require_tool("age-keygen"), "-y", str(key)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    return key, recipient

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, require_tool
+from tests.conftest import REPO, age_key_pair, require_tool
 
 SCRIPT = REPO / "examples" / "ci" / "build-release.sh"
 WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
@@ -81,13 +81,7 @@ def _run(fleet: Path, out: Path, tmp_path: Path, env_extra: dict[str, str]) -> s
                           env=env, timeout=300, cwd=tmp_path)
 
 
-def _age_key(folder: Path) -> tuple[Path, str]:
-    """An admin's age key pair, made by age-keygen: (identity file, recipient)."""
-    key = folder / "admin.agekey"
-    subprocess.run([require_tool("age-keygen"), "-o", str(key)], check=True, capture_output=True)
-    recipient = subprocess.run([require_tool("age-keygen"), "-y", str(key)], check=True, capture_output=True,
-                               text=True).stdout.strip()
-    return key, recipient
+_age_key = age_key_pair
 
 
 def test_build_step_makes_one_verified_sealed_artifact(demo_dir, tmp_path):

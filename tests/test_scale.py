@@ -219,3 +219,15 @@ def test_fleet_benchmark_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     for needle in ("build --jobs", "ms/device", "speed-up", "floor", "ratio", "peak RSS", "machine:"):
         assert needle in r.stdout, (needle, r.stdout)
+
+
+def test_rebuild_benchmark_runs(tmp_path):
+    """bench_rebuild end to end on a tiny fleet: its own checks of changes.json must hold (the
+    renewed, added and removed Macs exactly); no figure is asserted."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_rebuild.py"), "--devices", "8",
+                        "--renew", "25", "--add", "2", "--remove", "1", "--keys", "2", "--keep", str(tmp_path / "b")],
+                       env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    for needle in ("full build", "nothing changed", "2 renewed + 2 added + 1 removed", "load average"):
+        assert needle in r.stdout, (needle, r.stdout)

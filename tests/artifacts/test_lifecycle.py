@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require_tool
+from tests.conftest import REPO, age_key_pair, require_tool
 from tests.fleetfactory import CA, PASSWORD, make_ca, make_device, write_pem, write_pfx
 
 AT = "2025-06-01"
@@ -513,16 +513,8 @@ def test_build_json_reports_the_changes(fleet):
 
 # -- sealed builds (secrets.tar.age) ---------------------------------------------------------------
 
-def _age_key(tmp_path: Path) -> tuple[Path, str]:
-    key = tmp_path / "age.key"
-    subprocess.run([require_tool("age-keygen"), "-o", str(key)], check=True, capture_output=True)
-    recipient = subprocess.run([require_tool("age-keygen"), "-y", str(key)], check=True, capture_output=True,
-                               text=True).stdout.strip()
-    return key, recipient
-
-
 def test_a_sealed_rebuild_carries_the_same_identities_into_its_seal(fleet, tmp_path):
-    key, recipient = _age_key(tmp_path)
+    key, recipient = age_key_pair(tmp_path)
     fleet.build()
     before = {h: device_files(fleet.out(), h) for h in HOSTS}
     fleet.build("--seal-to", recipient)
@@ -536,7 +528,7 @@ def test_a_sealed_rebuild_carries_the_same_identities_into_its_seal(fleet, tmp_p
 
 
 def test_identities_sealed_in_the_previous_build_are_minted_anew_and_it_says_why(fleet, tmp_path):
-    _key, recipient = _age_key(tmp_path)
+    _key, recipient = age_key_pair(tmp_path)
     fleet.build("--seal-to", recipient)
     result = fleet.build()
     notes = [line for line in result.stderr.splitlines() if "previous build" in line]
