@@ -327,7 +327,8 @@ def test_report_in_headless_chromium(fleet, tmp_path):
         session = _page_session(cdp)
         cdp.call("Runtime.enable", session=session)
         deadline = time.monotonic() + 30
-        while _eval(cdp, session, "document.readyState") != "complete":
+        # the page target starts on about:blank (already "complete"): wait for the report itself
+        while _eval(cdp, session, "[location.href, document.readyState]") != [report.as_uri(), "complete"]:
             assert time.monotonic() < deadline, "the report did not finish loading"
             time.sleep(0.1)
 
