@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .fields import existing_file, suggest
+from .fields import decode_text, existing_file, suggest
 from .inventory import load_devices
 from .model import (ClientSettings, Device, Enroll, Fleet, FleetConfig, Inventory, MunkiTarget, Profiles,
                     Secrets, Signing, SigningIdentity, Targets, Trust, Vendor, split_list)
@@ -94,11 +94,7 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
         raise ConfigError("is a directory, not a fleet.toml", where=shown) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", where=shown) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError("not UTF-8 text", where=f"{shown}:{line}") from None
+    text = decode_text(raw, shown)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -40,3 +40,12 @@ def existing_file(root: Path, shown_root: Path, value: str, where: str,
     if not full.is_file():
         raise ConfigError(f"{shown}: not a regular file", where=where)
     return full
+
+
+def decode_text(raw: bytes, shown: str, *, encoding: str = "utf-8", hint: str | None = None) -> str:
+    """A config file's text; not UTF-8 is one ConfigError naming the line where decoding fails."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", where=f"{shown}:{line}", hint=hint) from None

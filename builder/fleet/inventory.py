@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
-from .fields import existing_file, named_path, suggest
+from .fields import decode_text, existing_file, named_path, suggest
 from .model import Device, Inventory
 from .passwords import ENV_NAME, PasswordSource
 
@@ -38,12 +38,7 @@ def load_devices(inventory: Inventory, root: Path, shown_root: Path) -> tuple[De
         raw = csv_path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", where=shown) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError("not UTF-8 text", where=f"{shown}:{line}",
-                          hint="save the inventory as UTF-8 CSV") from None
+    text = decode_text(raw, shown, encoding="utf-8-sig", hint="save the inventory as UTF-8 CSV")
     folder = csv_path.parent
     shown_folder = Path(shown).parent
     header: list[str] | None = None
