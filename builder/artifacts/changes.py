@@ -18,6 +18,8 @@ import hashlib
 import json
 from typing import Iterable, Mapping
 
+from .seal import SEALED_NAME
+
 # fleetpkg's format numbers: bump one when the bytes of that artifact change for the same inputs,
 # so a rebuild re-makes instead of carrying forward what an older fleetpkg wrote.
 DEVICE_FORMAT = 1  # device profiles (unsigned and signed) and the sealed PKCS#12 in them
@@ -27,8 +29,11 @@ PKGINFO_FORMAT = 1  # a Munki pkginfo's bytes for the same document (Staging.wri
 MANIFEST_FORMAT = 2  # manifest.json with "inputs", "devices" and "wrapper" (1: before carry-forward)
 
 # Files that describe the build rather than deploy it: never compared (DEPLOY.md holds the
-# change set, which cannot list itself).
-NOT_COMPARED = frozenset({"DEPLOY.md", "changes.json", "intune/CHANGES.md"})
+# change set, which cannot list itself). Nor is a sealed build's secrets.tar.age: its members are
+# compared one by one (the manifest lists their plaintext digests), and its own bytes differ with
+# every seal (age encrypts under a fresh key), so it would always read "changed" (or, written
+# after changes.json, "removed").
+NOT_COMPARED = frozenset({"DEPLOY.md", "changes.json", "intune/CHANGES.md", SEALED_NAME})
 
 # fleet-wide inputs, in the order reasons are given, with their wording
 FLEET_FIELDS = (

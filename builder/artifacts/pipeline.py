@@ -864,7 +864,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 problems = check_previous_files(prev.root, listed_files(prev), workers)
                 if not problems and carry_devices and prev.sealed:
                     carry_pkgs = old.get("identity_inputs") == identity_in
-                    opened = open_sealed(prev, previous_keys, tmp, _sealed_wanted(jobs, carry_pkgs))
+                    opened = open_sealed(prev, previous_keys, stage.root, _sealed_wanted(jobs, carry_pkgs))
                     problems = [opened.problem] if opened.problem else []
                 if problems:
                     more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""

@@ -49,8 +49,9 @@ class SecretSpool:
     an in-memory key, in an unnamed file; `links` are copies (name -> name of the original).
 
     shared=True (a rebuild's copy of the previous build's sealed secrets, which worker processes
-    read through view()): a named file, mode 0600, in `folder` (the build's private temporary
-    folder), removed by close(); still nothing but ciphertext, under a key no file holds."""
+    read through view()): a named file, mode 0600, in `folder` (the build's private staging
+    folder, which a killed build's successor removes), removed by close(); still nothing but
+    ciphertext, under a key no file holds."""
 
     def __init__(self, folder: Path, *, shared: bool = False):
         self._name = None
