@@ -580,6 +580,18 @@ def _previous_keys(options: BuildOptions) -> list:
         raise
 
 
+def _unchained(seal, keys: Sequence) -> list[str]:
+    """A warning when a sealed build is sealed to none of the age keys that opened its previous
+    build (--previous-identity): the next build given the same key could not open this one and
+    would re-mint every Mac. (An SSH identity cannot name its public key: not checked.)"""
+    own = sorted({str(k.to_public()) for k in keys if hasattr(k, "to_public")})
+    if seal is None or not own or set(own) & set(seal.texts):
+        return []
+    return [f"this build is sealed to none of the --previous-identity keys ({', '.join(own)}): the next build "
+            "given the same key cannot open it and will give every Mac a new identity; add that key's recipient "
+            "to --seal-to or [secrets] recipients"]
+
+
 def seal_for(config, options: BuildOptions):
     """The build's Seal (recipients from --seal-to and [secrets] recipients), or None."""
     from ..errors import ConfigError, FleetpkgError
@@ -778,6 +790,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     warnings: list[str] = []
     seal = seal_for(config, options)  # a bad recipient stops the build before any work
     previous_keys = _previous_keys(options)  # so does a bad --previous-identity file
+    warnings += _unchained(seal, previous_keys)
     resolver = PasswordResolver(ask=options.ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in config.devices]
     cas = load_ca_files(list(config.trust.certificates))

@@ -110,7 +110,7 @@ def test_sealed_rebuild_with_unchanged_inputs_keeps_every_identity(fleet, keys, 
     build(fleet, *seal_to(admin, ci))
     first = keep(fleet, tmp_path)
     result = build(fleet, *seal_to(admin, ci), env={ENV: str(ci.age_key)})  # the CI's own key, named by the env
-    assert "previous build" not in result.stderr, result.stderr
+    assert "previous build" not in result.stderr and "warning: this build" not in result.stderr, result.stderr
     doc = changes(fleet.out())
     assert doc["previous"] == f"demo-{VENDOR}-1" and doc["wrapper"] == "unchanged" and not doc["fresh"]
     assert doc["devices"] == {"added": [], "changed": [], "removed": [], "unchanged": sorted(HOSTS)}
@@ -466,3 +466,14 @@ def test_a_shared_spool_is_read_by_a_spawned_process_and_holds_only_ciphertext(t
     view.close()
     spool.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sealing_to_none_of_the_previous_identity_keys_is_warned_about(fleet, keys):
+    admin, ci = keys
+    build(fleet, *seal_to(admin, ci))
+    result = build(fleet, *seal_to(admin), "--previous-identity", ci.age_key, "--json")
+    doc = json.loads(result.stdout)
+    assert doc["changes"]["devices"]["unchanged"] == sorted(HOSTS)  # this one carried forward
+    (warning,) = [w for w in doc["warnings"] if "--previous-identity" in w]
+    assert f"sealed to none of the --previous-identity keys ({ci.age_recipient})" in warning
+    assert "AGE-SECRET-KEY" not in result.stdout + result.stderr
