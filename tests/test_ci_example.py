@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, age_key_pair, require_tool
+from tests.conftest import REPO, age_key_pair, age_untar, require_tool
 
 SCRIPT = REPO / "examples" / "ci" / "build-release.sh"
 WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
@@ -176,12 +176,7 @@ def _unpack(release: Path, dest: Path) -> Path:
 
 def _age_open(bundle: Path, key: Path, dest: Path) -> dict[str, bytes]:
     """secrets.tar.age opened with the age CLI and GNU tar: path -> bytes."""
-    dest.mkdir(parents=True)
-    age = subprocess.Popen([require_tool("age"), "-d", "-i", str(key), str(bundle / "secrets.tar.age")],
-                           stdout=subprocess.PIPE)
-    subprocess.run([require_tool("tar"), "-x"], stdin=age.stdout, cwd=dest, check=True)
-    age.stdout.close()
-    assert age.wait(timeout=60) == 0
+    age_untar(bundle / "secrets.tar.age", key, dest)
     return {p.relative_to(dest).as_posix(): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
 
 

@@ -32,7 +32,7 @@ from tests.artifacts.test_kill import secret_files
 from tests.artifacts.test_lifecycle import (AT, HOSTS, VENDOR, Fleet, changes, fleet, package_identity,  # noqa: F401
                                             profile_identity, snapshot, sums_ok, template)
 from tests.artifacts.test_seal import Keys, make_keys
-from tests.conftest import REPO, require_tool
+from tests.conftest import REPO, age_untar as untar_sealed, require_tool
 from tests.fleetfactory import PASSWORD
 
 ENV = "FLEETPKG_PREVIOUS_IDENTITY"
@@ -72,13 +72,7 @@ def unsealed(out: Path, key: Path, dest: Path) -> Path:
 
 def age_untar(out: Path, key: Path, dest: Path) -> Path:
     """`age -d -i KEY secrets.tar.age | tar -x` with Debian's age and GNU tar."""
-    dest.mkdir(parents=True)
-    age = subprocess.Popen([require_tool("age"), "-d", "-i", str(key), str(out / "secrets.tar.age")],
-                           stdout=subprocess.PIPE)
-    subprocess.run([require_tool("tar"), "-x"], stdin=age.stdout, cwd=dest, check=True)
-    age.stdout.close()
-    assert age.wait(timeout=60) == 0
-    return dest
+    return untar_sealed(out / "secrets.tar.age", key, dest)
 
 
 def files_of(root: Path) -> dict[str, bytes]:
