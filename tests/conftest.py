@@ -29,3 +29,17 @@ def age_key_pair(folder: Path) -> tuple[Path, str]:
     recipient = subprocess.run([require_tool("age-keygen"), "-y", str(key)], check=True, capture_output=True,
                                text=True).stdout.strip()
     return key, recipient
+
+
+def age_untar(archive: Path, identity: Path, dest: Path, tar_tool: str = "tar") -> Path:
+    """`age -d -i KEY secrets.tar.age | tar -x` with Debian's age CLI and GNU tar (or bsdtar), as
+    DEPLOY.md tells an admin; returns dest."""
+    import subprocess
+
+    dest.mkdir(parents=True)
+    age = subprocess.Popen([require_tool("age"), "-d", "-i", str(identity), str(archive)], stdout=subprocess.PIPE)
+    args = [require_tool(tar_tool), "-x", "-f", "-"] if tar_tool == "bsdtar" else [require_tool(tar_tool), "-x"]
+    subprocess.run(args, stdin=age.stdout, cwd=dest, check=True)
+    age.stdout.close()
+    assert age.wait(timeout=60) == 0
+    return dest

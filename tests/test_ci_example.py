@@ -1,7 +1,8 @@
 """examples/ci: the build step script runs here as the CI job would, against a `fleetpkg demo`
 fleet whose secrets are moved into environment variables; the artifact is checked with
 sha256sum -c (outside and inside the tarball), tar, the age CLI and the build's own JSON. The
-step seals by default: the artifact holds no readable key."""
+step seals by default: the artifact holds no readable key. Run twice, the second release carries
+every unchanged Mac's identity forward from the first, opened with the CI's own age key."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, age_key_pair, require_tool
+from tests.conftest import REPO, age_key_pair, age_untar, require_tool
 
 SCRIPT = REPO / "examples" / "ci" / "build-release.sh"
 WORKFLOW = REPO / "examples" / "ci" / "github-actions-release.yml"
@@ -161,6 +162,85 @@ def test_build_step_makes_one_verified_sealed_artifact(demo_dir, tmp_path):
     assert {(m.uid, m.gid, m.mtime) for m in members} == {(0, 0, int(EPOCH))}
 
 
+def _unpack(release: Path, dest: Path) -> Path:
+    """The bundle inside a release folder (tarball checked against its .sha256 with sha256sum)."""
+    (tarball,) = release.glob("*.tar.gz")
+    check = subprocess.run([require_tool("sha256sum"), "-c", tarball.name + ".sha256"], cwd=release,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    dest.mkdir(parents=True)
+    subprocess.run([require_tool("tar"), "-xzf", str(tarball), "-C", str(dest)], check=True)
+    (bundle,) = dest.iterdir()
+    return bundle
+
+
+def _age_open(bundle: Path, key: Path, dest: Path) -> dict[str, bytes]:
+    """secrets.tar.age opened with the age CLI and GNU tar: path -> bytes."""
+    age_untar(bundle / "secrets.tar.age", key, dest)
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
+
+
+def test_a_second_release_carries_unchanged_macs_forward_with_the_ci_key(demo_dir, tmp_path):
+    fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "ci").mkdir()
+    admin_key, admin = _age_key(tmp_path / "admin")
+    ci_key, ci = _age_key(tmp_path / "ci")
+    ci_secret = ci_key.read_text()  # the whole file age-keygen wrote, as the secret store holds it
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = {**secrets, "FLEETPKG_SEAL_TO": admin, "FLEETPKG_CI_AGE_KEY": ci_secret, "TMPDIR": str(private_tmp)}
+    first_out = tmp_path / "first"
+    first = _run(fleet, first_out, tmp_path, {**env, "FLEETPKG_PREVIOUS": str(tmp_path / "previous")})  # none yet
+    assert first.returncode == 0, first.stderr
+    assert "no previous release" in first.stderr
+
+    # the next release: a new build number, the previous release's folder as the artifact download holds it
+    toml = fleet / "fleet.toml"
+    toml.write_text(toml.read_text().replace("build = 1", "build = 2", 1))
+    previous = tmp_path / "previous"
+    shutil.copytree(first_out / "release", previous / "demo-5.1.0.12-1")
+    second_out = tmp_path / "second"
+    second = _run(fleet, second_out, tmp_path, {**env, "FLEETPKG_PREVIOUS": str(previous)})
+    assert second.returncode == 0, second.stderr
+    assert ("since demo-5.1.0.12-1: 0 added, 0 changed, 0 removed, 3 unchanged Mac(s), wrapper changed"
+            in second.stdout), second.stdout
+    assert "note:" not in second.stdout
+    for result in (first, second):  # the CI key never reaches the log
+        assert ci_secret.split("AGE-SECRET-KEY-")[1][:20] not in result.stdout + result.stderr
+    assert list(private_tmp.iterdir()) == []  # its key file and the unpacked previous release are gone
+
+    doc = json.loads((second_out / "build.json").read_text())
+    changes = doc["changes"]
+    assert changes["previous"] == "demo-5.1.0.12-1" and changes["reasons"] == {}
+    assert changes["devices"]["unchanged"] == ["MAC01.local", "MAC02.local", "mac03.local"]
+    old_bundle = _unpack(first_out / "release", tmp_path / "old")
+    new_bundle = _unpack(second_out / "release", tmp_path / "new")
+    manifest = json.loads((new_bundle / "manifest.json").read_text())
+    assert manifest["sealed_to"] == [admin, ci]  # the admins' key, and the CI's own for the next release
+    # the admin opens both with the age CLI: every device profile byte-identical, signed or not
+    old = _age_open(old_bundle, admin_key, tmp_path / "old-secrets")
+    new = _age_open(new_bundle, admin_key, tmp_path / "new-secrets")
+    profiles = [rel for rel in new if "/devices/" in rel]
+    assert len(profiles) == 3 * 5  # 3 Macs: profile, signed profile, 2 Jamf copies, 1 Intune copy
+    assert all(new[rel] == old[rel] for rel in profiles)
+    assert all(new[f"identity/{h}.pkg"] != old[f"identity/{h}.pkg"]  # the new version, around the same key
+               for h in ("MAC01.local", "MAC02.local", "mac03.local"))
+
+
+def test_a_damaged_previous_release_fails_the_step(demo_dir, tmp_path):
+    fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
+    _key, admin = _age_key(tmp_path)
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "demo-5.1.0.12-0.tar.gz").write_bytes(b"not what its checksum says")
+    (previous / "demo-5.1.0.12-0.tar.gz.sha256").write_text("0" * 64 + "  demo-5.1.0.12-0.tar.gz\n")
+    out = tmp_path / "out"
+    result = _run(fleet, out, tmp_path, {**secrets, "FLEETPKG_SEAL_TO": admin, "FLEETPKG_PREVIOUS": str(previous)})
+    assert result.returncode == 2 and "does not match its .sha256" in result.stderr
+    assert not (out / "release").exists() and not (out / "dist").exists()
+
+
 def test_unsealed_only_when_asked_for_explicitly(demo_dir, tmp_path):
     fleet, secrets = ci_fleet(Path(shutil.copytree(demo_dir, tmp_path / "fleet")))
     refused = _run(fleet, tmp_path / "refused", tmp_path, secrets)
@@ -234,3 +314,11 @@ def test_workflow_runs_the_script_with_secrets_from_the_store():
     assert build["id"] == "bundle"
     install = next(s for s in steps if s.get("name") == "Install fleetpkg")
     assert "pip install" in install["run"]
+    # carrying forward: the CI's key from the store, the previous release fetched before the build
+    assert build["env"]["FLEETPKG_CI_AGE_KEY"] == "${{ secrets.FLEETPKG_CI_AGE_KEY }}"
+    fetch = next(s for s in steps if s.get("name") == "Fetch the previous release")
+    assert steps.index(fetch) < steps.index(build)
+    assert build["env"]["FLEETPKG_PREVIOUS"] == "${{ runner.temp }}/previous" and '"$RUNNER_TEMP/previous"' in fetch["run"]
+    assert "gh run download" in fetch["run"] and doc["permissions"]["actions"] == "read"
+    assert any("age" in s.get("run", "").split() for s in steps[:steps.index(build)])  # age-keygen installed
+    assert upload["with"]["retention-days"] >= 30  # the next release carries forward from this one

@@ -18,6 +18,8 @@ import hashlib
 import json
 from typing import Iterable, Mapping
 
+from .seal import SEALED_NAME
+
 # fleetpkg's format numbers: bump one when the bytes of that artifact change for the same inputs,
 # so a rebuild re-makes instead of carrying forward what an older fleetpkg wrote.
 DEVICE_FORMAT = 1  # device profiles (unsigned and signed) and the sealed PKCS#12 in them
@@ -27,8 +29,11 @@ PKGINFO_FORMAT = 1  # a Munki pkginfo's bytes for the same document (Staging.wri
 MANIFEST_FORMAT = 2  # manifest.json with "inputs", "devices" and "wrapper" (1: before carry-forward)
 
 # Files that describe the build rather than deploy it: never compared (DEPLOY.md holds the
-# change set, which cannot list itself).
-NOT_COMPARED = frozenset({"DEPLOY.md", "changes.json", "intune/CHANGES.md"})
+# change set, which cannot list itself). Nor is a sealed build's secrets.tar.age: its members are
+# compared one by one (the manifest lists their plaintext digests), and its own bytes differ with
+# every seal (age encrypts under a fresh key), so it would always read "changed" (or, written
+# after changes.json, "removed").
+NOT_COMPARED = frozenset({"DEPLOY.md", "changes.json", "intune/CHANGES.md", SEALED_NAME})
 
 # fleet-wide inputs, in the order reasons are given, with their wording
 FLEET_FIELDS = (
@@ -151,9 +156,10 @@ def _same_profiles(old: Mapping, new: Mapping, old_sums: Mapping, new_sums: Mapp
 def compare_devices(old: Mapping | None, new_fleet: Mapping, new_records: Iterable[Mapping],
                     new_sums: Mapping[str, str], skipped: Iterable[str] = (), *, fresh: bool = False,
                     untrusted: str | None = None, old_sums: Mapping[str, str] | None = None,
-                    old_records: Mapping[str, dict] | None = None) -> dict:
+                    old_records: Mapping[str, dict] | None = None, sealed: bool | None = None) -> dict:
     """{"devices": {status: [hostnames]}, "reasons": {hostname: [...]}} (sorted). old_sums and
-    old_records: artifact_digests(old) and device_records(old), when the caller has them."""
+    old_records: artifact_digests(old) and device_records(old), when the caller has them. sealed:
+    the old build's identities could not be read (default: it is sealed, by its manifest)."""
     if old_records is None:
         old_records = device_records(old) if old else {}
     if old_sums is None:
@@ -168,7 +174,7 @@ def compare_devices(old: Mapping | None, new_fleet: Mapping, new_records: Iterab
         prev = old_records.get(key)
         same = prev is not None and _same_profiles(prev, rec, old_sums, new_sums)
         status, why = classify(old_fleet, new_fleet, prev, rec, same, fresh=fresh, untrusted=untrusted,
-                               sealed=bool(old and old.get("sealed_to")))
+                               sealed=bool(old and old.get("sealed_to")) if sealed is None else sealed)
         groups[status].append(rec["hostname"])
         if why:
             reasons[rec["hostname"]] = why
@@ -205,22 +211,28 @@ def wrapper_status(old: Mapping | None, wrapper_sha256: str | None) -> str:
     return "new" if not old_wrappers else "unchanged" if wrapper_sha256 in old_wrappers else "changed"
 
 
-def change_set(old: Mapping | None, new: Mapping, *, fresh: bool = False, untrusted: str | None = None) -> dict:
+def change_set(old: Mapping | None, new: Mapping, *, fresh: bool = False, untrusted: str | None = None,
+               sealed_note: str | None = None, sealed: bool | None = None) -> dict:
     """The whole change set between two manifests (what `fleetpkg diff` prints)."""
     sums = artifact_digests(new)
     devices = compare_devices(old, new.get("inputs") or {}, device_records(new).values(), sums,
-                              new.get("skipped_devices") or (), fresh=fresh, untrusted=untrusted)
+                              new.get("skipped_devices") or (), fresh=fresh, untrusted=untrusted, sealed=sealed)
     wrapper = next((a.get("sha256") for a in new.get("artifacts", ())
                     if isinstance(a, dict) and a.get("kind") == "wrapper-pkg"), None)
-    return assemble(old, devices, compare_artifacts(old, sums, wrapper), fresh=fresh, untrusted=untrusted)
+    return assemble(old, devices, compare_artifacts(old, sums, wrapper), fresh=fresh, untrusted=untrusted,
+                    sealed_note=sealed_note)
 
 
-def assemble(old: Mapping | None, devices: dict, artifacts: dict, *, fresh: bool, untrusted: str | None) -> dict:
-    """changes.json's document from compare_devices' and compare_artifacts' halves."""
+def assemble(old: Mapping | None, devices: dict, artifacts: dict, *, fresh: bool, untrusted: str | None,
+             sealed_note: str | None = None) -> dict:
+    """changes.json's document from compare_devices' and compare_artifacts' halves. "note": why
+    the previous build was not trusted; "sealed_note": why its sealed identities were not read."""
     out = {"previous": build_name(old) if old else None, "fresh": fresh, "wrapper": artifacts["wrapper"],
            "devices": devices["devices"], "reasons": devices["reasons"], "artifacts": artifacts["artifacts"]}
     if untrusted:
         out["note"] = untrusted
+    if sealed_note:
+        out["sealed_note"] = sealed_note
     return out
 
 

@@ -45,6 +45,7 @@ class BuildOptions:
     seal_to: tuple[str, ...] = ()  # age recipients, besides fleet.toml's [secrets] recipients
     previous: Path | None = None  # --previous DIR (default: the newest earlier build in out_dir)
     fresh: bool = False  # --fresh: mint every identity anew, carry nothing secret forward
+    previous_identities: tuple[Path, ...] = ()  # age/SSH identity files that open a sealed previous build
 
 
 @dataclass
@@ -85,8 +86,9 @@ class DeviceTargetInfo:
 
 @dataclass(frozen=True)
 class DeviceSettings:
-    """Everything a worker needs besides the device: picklable, no secrets but the signer key
-    (which reaches workers through the pool's pipe, never a file)."""
+    """Everything a worker needs besides the device: picklable, no secrets but the signer key and
+    the key of a sealed previous build's spool (which reach workers through the pool's pipe, never
+    a file)."""
 
     staging: Path | None  # None: a sealed build, workers hand their files back as bytes
     fleet: str
@@ -110,7 +112,8 @@ class DeviceSettings:
     carry_identity_pkgs: bool = False  # its identity packages were made from today's identity-package inputs
     fresh: bool = False
     untrusted: str | None = None  # why the previous build is not trusted
-    previous_sealed: bool = False  # the previous build is sealed: its identities cannot be carried
+    previous_sealed: bool = False  # the previous build is sealed and was not opened: its identities cannot be carried
+    previous_secrets: object | None = None  # seal.SpoolView of the opened sealed previous build's files
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ def _carry_file(previous: Path, src: str, rel: str, kind: str, sha256: str, size
                 signer: str | None = None) -> None:
     """A secret per-device file carried forward from the previous build, the same bytes: a hard
     link, or (a sealed build) its bytes, checked against the digest the trust check verified."""
+    if _settings.previous_secrets is not None:
+        return _carry_sealed_file(_settings, src, rel, kind, sha256, files, signer)
     path = os.path.join(previous, src)
     if _stage is not None:
         _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
@@ -225,6 +230,19 @@ def _carry_file(previous: Path, src: str, rel: str, kind: str, sha256: str, size
         raise BuildError(f"{src} of the previous build changed during this build", where=str(previous),
                          hint="build again, or with --fresh")
     files.append(WrittenFile(rel, kind, True, signer, sha256, len(data), data))
+
+
+def _carry_sealed_file(s: DeviceSettings, src: str, rel: str, kind: str, sha256: str, files: list,
+                       signer: str | None) -> None:
+    """_carry_file from a sealed previous build: the bytes from its opened seal (checked there
+    against its manifest), written as a new file (or handed to the parent's seal) like a new one."""
+    try:
+        data = s.previous_secrets.read(src)
+    except KeyError:
+        raise BuildError(f"internal error: {src} of the sealed previous build was not kept") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BuildError(f"internal error: {src} of the sealed previous build changed in its spool")
+    _keep(_write_file(s.staging, rel, data, kind, signer), files)
 
 
 def _device_work(wire: tuple) -> tuple[str, object]:
@@ -346,7 +364,7 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
         if s.carry_identity_pkgs and prev.get("identity_pkg") in known:
             pkg_src = prev["identity_pkg"]
         else:  # the package embeds the version: rebuild it around the same sealed identity
-            sealed = sealed_identity(s.carry_from, profile, known[profile][0])
+            sealed = sealed_identity(s.carry_from, profile, known[profile][0], s.previous_secrets)
             if sealed is None:
                 return None
 
@@ -541,6 +559,39 @@ def _sealer(stage) -> Callable[[DeviceOutcome], DeviceOutcome]:
     return take
 
 
+def _sealed_wanted(jobs: Sequence[DeviceJob], carry_pkgs: bool) -> list[str]:
+    """The files of a sealed previous build its Macs may carry: their profiles, and their identity
+    packages when those were made from today's identity-package inputs (else rebuilt)."""
+    return [rel for job in jobs for rel, _sha256, _size in job.previous_files
+            if carry_pkgs or rel != job.previous.get("identity_pkg")]
+
+
+def _previous_keys(options: BuildOptions) -> list:
+    """The identities (--previous-identity files) that open a sealed previous build, loaded as
+    `fleetpkg unseal` loads them."""
+    from ..errors import FleetpkgError
+    from ..formats.age import load_identity_files
+
+    try:
+        return load_identity_files(options.previous_identities)
+    except FleetpkgError as exc:
+        exc.hint = exc.hint or ("--previous-identity KEYFILE or FLEETPKG_PREVIOUS_IDENTITY names a file holding the "
+                                "private key of a recipient the previous build is sealed to")
+        raise
+
+
+def _unchained(seal, keys: Sequence) -> list[str]:
+    """A warning when a sealed build is sealed to none of the age keys that opened its previous
+    build (--previous-identity): the next build given the same key could not open this one and
+    would re-mint every Mac. (An SSH identity cannot name its public key: not checked.)"""
+    own = sorted({str(k.to_public()) for k in keys if hasattr(k, "to_public")})
+    if seal is None or not own or set(own) & set(seal.texts):
+        return []
+    return [f"this build is sealed to none of the --previous-identity keys ({', '.join(own)}): the next build "
+            "given the same key cannot open it and will give every Mac a new identity; add that key's recipient "
+            "to --seal-to or [secrets] recipients"]
+
+
 def seal_for(config, options: BuildOptions):
     """The build's Seal (recipients from --seal-to and [secrets] recipients), or None."""
     from ..errors import ConfigError, FleetpkgError
@@ -729,7 +780,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     from ..fleet.passwords import PasswordResolver
     from ..profiles import login_items_profile, render_xml, sign_profile, trust_profile
     from .buildinfo import Changes
-    from .previous import listed_files, locate, untrusted_note
+    from .previous import OpenedSeal, listed_files, locate, open_sealed, sealed_listing, unopened_note, untrusted_note
     from .scripts import ScriptContext
     from .targets import sections_of, write_deploy, write_targets
     from .targets.munki import host_names
@@ -738,6 +789,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
     notes: list[str] = []
     warnings: list[str] = []
     seal = seal_for(config, options)  # a bad recipient stops the build before any work
+    previous_keys = _previous_keys(options)  # so does a bad --previous-identity file
+    warnings += _unchained(seal, previous_keys)
     resolver = PasswordResolver(ask=options.ask_password)
     passwords = [resolver.resolve(d.password, d.where) for d in config.devices]
     cas = load_ca_files(list(config.trust.certificates))
@@ -792,10 +845,10 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
         notes += passed_over
         old = prev.manifest if prev is not None else None
         carry = prev is not None and prev.untrusted is None
-        carry_devices = carry and not options.fresh and not prev.sealed
-        if carry and prev.sealed and not options.fresh:
-            notes.append(f"previous build {prev.name} is sealed (secrets.tar.age): its identities cannot be "
-                         "carried forward, every Mac gets a new one")
+        carry_devices = carry and not options.fresh
+        listing = prev.files if prev is not None else {}  # what a device's carried files may be
+        if carry_devices and prev.sealed:  # its secret files: inside secrets.tar.age
+            listing = {**prev.files, **sealed_listing(prev)}
         prev_wrapper = (old or {}).get("wrapper") if isinstance((old or {}).get("wrapper"), dict) else {}
         wrapper_src = prev_wrapper if (carry and prev_wrapper.get("inputs") == wrapper_in
                                       and prev_wrapper.get("path") == wrapper_rel) else None
@@ -811,15 +864,21 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             rec = prev.devices.get(d.hostname.casefold()) if prev is not None else None
             files = ()
             if rec is not None and carry_devices:
-                files = tuple((r, *prev.files[r]) for r in (rec.get(k) for k in CARRIED) if r in prev.files)
+                files = tuple((r, *listing[r]) for r in (rec.get(k) for k in CARRIED) if r in listing)
             jobs.append(DeviceJob(d.hostname, d.serial, d.pfx, d.where, bytes(password), rec, files,
                                   tuple(munki_names.get(d.hostname, ()))))
         workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
 
         with staged_output(final, seal=seal, log=log) as stage:
-            # 0. trust: the previous build's files are what its manifest says (every one hashed)
+            # 0. trust: the previous build's files are what its manifest says (every one hashed);
+            # a sealed one's secret files too, when an identity opens its secrets.tar.age
+            opened = OpenedSeal()
             if carry:
                 problems = check_previous_files(prev.root, listed_files(prev), workers)
+                if not problems and carry_devices and prev.sealed:
+                    carry_pkgs = old.get("identity_inputs") == identity_in
+                    opened = open_sealed(prev, previous_keys, stage.root, _sealed_wanted(jobs, carry_pkgs))
+                    problems = [opened.problem] if opened.problem else []
                 if problems:
                     more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
                     prev = prev.distrust(problems[0] + more)
@@ -827,6 +886,10 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                     carry = carry_devices = False
                     wrapper_src, signed_fleet = None, {}
             untrusted = prev.untrusted if prev is not None else None
+            if opened.unopened:
+                notes.append(unopened_note(prev, opened.unopened))
+                carry_devices = False
+            secrets = opened.spool.view() if opened.spool is not None else None
 
             # 1. devices: check + identities + their target files, in parallel, into the staging folder
             settings = DeviceSettings(
@@ -840,8 +903,14 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 fleet_inputs=fleet_in, fleet_digest=fingerprint(fleet_in), has_previous=prev is not None,
                 old_fleet=(old or {}).get("inputs"), carry_from=prev.root if carry_devices else None,
                 carry_identity_pkgs=carry_devices and (old or {}).get("identity_inputs") == identity_in,
-                fresh=options.fresh, untrusted=untrusted, previous_sealed=prev is not None and prev.sealed)
-            outcomes = run_devices(jobs, settings, workers, progress, _sealer(stage) if stage.sealed else None)
+                fresh=options.fresh, untrusted=untrusted,
+                previous_sealed=prev is not None and prev.sealed and secrets is None, previous_secrets=secrets)
+            try:
+                outcomes = run_devices(jobs, settings, workers, progress, _sealer(stage) if stage.sealed else None)
+            finally:
+                if opened.spool is not None:
+                    secrets.close()
+                    opened.spool.close()
             results = [o.result for o in outcomes]
             failed = [r for r in results if not r.ok]
             if failed and not options.skip_failed_devices:
@@ -912,7 +981,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             old_sums = artifact_digests(old) if old is not None else {}  # sealed ones too (plaintext digests)
             device_changes = compare_devices(old, fleet_in, records, stage.digests(), skipped,
                                              fresh=options.fresh, untrusted=untrusted, old_sums=old_sums,
-                                             old_records=prev.devices if prev is not None else {})
+                                             old_records=prev.devices if prev is not None else {},
+                                             sealed=settings.previous_sealed)
             removed = tuple((prev.devices[h.casefold()]["hostname"], prev.devices[h.casefold()].get("serial"))
                             for h in device_changes["devices"]["removed"])
             fleet_changed = tuple(name for name, (rel, _s) in profile_paths.items()
@@ -944,7 +1014,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             if config.targets.munki is not None and config.targets.munki.identities and devices:
                 warnings.append(IDENTITIES_WARNING)
             file_changes = compare_artifacts(old, stage.digests(), wrapper_sha256, old_sums=old_sums)
-            change_doc = assemble(old, device_changes, file_changes, fresh=options.fresh, untrusted=untrusted)
+            change_doc = assemble(old, device_changes, file_changes, fresh=options.fresh, untrusted=untrusted,
+                                  sealed_note=opened.unopened)
             stage.write("changes.json", to_json(change_doc), kind="changes")
             write_deploy(info, stage, sections_of(config.targets), change_doc)
 

@@ -14,8 +14,14 @@ processes (check_files).
 
 Where the sealed identity comes from: the previous build's unsigned device profile, which already
 holds the PKCS#12 and its password (and is a secret, 0600 artifact), so carrying forward needs no
-extra secret file. sealed_identity() is the one reader; a sealed (encrypted) previous build only
-needs another source there.
+extra secret file. sealed_identity() is the one reader.
+
+A sealed previous build (secrets.tar.age) is opened with the identity files the build was given
+(`--previous-identity`): open_sealed() decrypts it in memory, member by member, checks every
+member against the manifest as the trust check checks files, and keeps the files a rebuild may
+carry in an encrypted spool (builder/artifacts/seal.py) that the workers read. No identity, or
+none of the recipients': nothing is carried (one line says why). A member that disagrees with the
+manifest, or a damaged archive: the build is not trusted.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import os
 import plistlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
+from ..errors import FleetpkgError
 from .changes import MANIFEST_FORMAT, build_name, device_records
 from .dist import MANIFEST, PARTIAL_PREFIX, SUMS, sha256_of
 
@@ -223,13 +230,13 @@ class SealedIdentity:
         return f"SealedIdentity({len(self.ca_ders)} CA certificates)"
 
 
-def sealed_identity(root: Path, profile: str, sha256: str) -> SealedIdentity | None:
-    """The sealed identity in the previous build's unsigned device profile `profile`, or None when
-    that file is not exactly what the manifest vouched for or holds no identity (the caller then
-    mints a new one)."""
+def sealed_identity(root: Path, profile: str, sha256: str, secrets=None) -> SealedIdentity | None:
+    """The sealed identity in the previous build's unsigned device profile `profile` (read from
+    `secrets`, a SpoolView, when the previous build is sealed), or None when that file is not
+    exactly what the manifest vouched for or holds no identity (the caller then mints a new one)."""
     try:
-        data = (root / profile).read_bytes()
-    except OSError:
+        data = secrets.read(profile) if secrets is not None else (root / profile).read_bytes()
+    except (OSError, KeyError):
         return None
     if hashlib.sha256(data).hexdigest() != sha256:
         return None
@@ -244,3 +251,69 @@ def sealed_identity(root: Path, profile: str, sha256: str) -> SealedIdentity | N
     except Exception:  # a damaged plist of any shape: mint anew instead
         return None
     return SealedIdentity(p12[0]["PayloadContent"], p12[0]["Password"], tuple(cas))
+
+
+# -- a sealed previous build ---------------------------------------------------------------------------
+
+IDENTITY_OPTION = "--previous-identity KEYFILE or FLEETPKG_PREVIOUS_IDENTITY"
+
+
+def sealed_listing(prev: PreviousBuild) -> dict[str, tuple[str, int]]:
+    """The sealed artifacts the previous build's manifest lists: path -> (sha256, size) of the
+    plaintext inside its secrets.tar.age."""
+    from .seal import sealed_artifacts
+
+    try:
+        arts = sealed_artifacts(prev.manifest, MANIFEST)
+    except FleetpkgError:
+        return {}
+    return {rel: (a.get("sha256"), a.get("size")) for rel, a in arts.items()}
+
+
+@dataclass
+class OpenedSeal:
+    """What open_sealed found: the spool of the files a rebuild may carry, or why there is none.
+    `unopened`: no identity opens it (nothing carried, the build still trusted); `problem`: the
+    archive disagrees with the manifest (the build not trusted)."""
+
+    spool: object | None = None  # seal.SecretSpool (shared), closed by the caller
+    unopened: str | None = None
+    problem: str | None = None
+
+
+def open_sealed(prev: PreviousBuild, identities: Sequence, folder: Path, wanted: Collection[str]) -> OpenedSeal:
+    """Decrypt the previous build's secrets.tar.age in memory, check every member against its
+    manifest (listed as sealed, same size and sha256, every sealed artifact present) and keep the
+    `wanted` files (and the members they are copies of) in a shared spool in `folder`, encrypted
+    under a key that only this process and its workers hold."""
+    from ..formats.age import NotARecipient
+    from .seal import SEALED_NAME, SecretSpool, lacking, sealed_artifacts, spool_sealed
+
+    if not identities:
+        return OpenedSeal(unopened=f"no identity was given to open its {SEALED_NAME} ({IDENTITY_OPTION})")
+    try:
+        sealed = sealed_artifacts(prev.manifest, MANIFEST)
+    except FleetpkgError as exc:
+        return OpenedSeal(problem=exc.message)
+    if SEALED_NAME not in prev.files:
+        return OpenedSeal(problem=f"manifest.json does not list {SEALED_NAME}")
+    keep = {sealed[rel].get("sha256") for rel in wanted if rel in sealed}
+    spool, opened = SecretSpool(folder, shared=True), OpenedSeal()
+    try:
+        problem = lacking(sealed, spool_sealed(prev.root / SEALED_NAME, identities, sealed, spool, keep, SEALED_NAME))
+        opened = OpenedSeal(problem=problem) if problem else OpenedSeal(spool=spool)
+    except NotARecipient:
+        opened = OpenedSeal(unopened=f"none of the identities given opens its {SEALED_NAME} (it is sealed to other "
+                                     "recipients)")
+    except FleetpkgError as exc:
+        opened = OpenedSeal(problem=str(exc))
+    except OSError as exc:
+        opened = OpenedSeal(problem=f"{SEALED_NAME} cannot be read ({exc.strerror or exc})")
+    finally:
+        if opened.spool is None:
+            spool.close()
+    return opened
+
+
+def unopened_note(prev: PreviousBuild, why: str) -> str:
+    return f"previous build {prev.name} is sealed and {why}: every Mac gets a new identity"

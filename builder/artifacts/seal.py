@@ -14,6 +14,11 @@ pipe member by member into a private folder beside the destination; each member 
 plain file or a hard link to an earlier member, listed as sealed in manifest.json, with the
 manifest's size and sha256. Only when every sealed artifact arrived intact are the files
 moved into place; any failure removes the private folder, so nothing is written.
+
+Reading for a rebuild (`build --previous-identity`, builder/artifacts/previous.py): the same
+decryption and the same checks, but spool_sealed keeps the members a rebuild may carry in a
+shared SecretSpool (still ciphertext on disk) that the build's workers read through a SpoolView;
+no plaintext is written anywhere.
 """
 
 from __future__ import annotations
@@ -41,11 +46,22 @@ COPY_CHUNK = 1 << 16
 
 class SecretSpool:
     """Secret files held by the parent until secrets.tar.age is written: encrypted on disk under
-    an in-memory key, in an unnamed file; `links` are copies (name -> name of the original)."""
+    an in-memory key, in an unnamed file; `links` are copies (name -> name of the original).
 
-    def __init__(self, folder: Path):
-        self._file = tempfile.TemporaryFile(dir=folder)  # O_TMPFILE where the kernel has it
-        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    shared=True (a rebuild's copy of the previous build's sealed secrets, which worker processes
+    read through view()): a named file, mode 0600, in `folder` (the build's private staging
+    folder, which a killed build's successor removes), removed by close(); still nothing but
+    ciphertext, under a key no file holds."""
+
+    def __init__(self, folder: Path, *, shared: bool = False):
+        self._name = None
+        if shared:
+            fd, self._name = tempfile.mkstemp(prefix="spool-", dir=folder)
+            self._file = os.fdopen(fd, "w+b")
+        else:
+            self._file = tempfile.TemporaryFile(dir=folder)  # O_TMPFILE where the kernel has it
+        self._key = AESGCM.generate_key(bit_length=256)
+        self._aead = AESGCM(self._key)
         self._end = 0
         self._blobs: dict[str, tuple[int, int, int]] = {}  # rel -> (offset, length, nonce number)
         self.links: dict[str, str] = {}
@@ -83,12 +99,67 @@ class SecretSpool:
         return rel
 
     def read(self, rel: str) -> bytes:
-        offset, length, number = self._blobs[rel]
-        sealed = os.pread(self._file.fileno(), length, offset)
-        return self._aead.decrypt(number.to_bytes(12, "big"), sealed, rel.encode())
+        return _open_blob(self._aead, self._file.fileno(), rel, self._blobs[rel])
+
+    def view(self) -> "SpoolView":
+        """What another process needs to read a shared spool (the key included: it travels only
+        through the worker pool's pipe, like the profile signer's key)."""
+        if self._name is None:
+            raise BuildError("internal error: only a shared spool can be read by other processes")
+        return SpoolView(self._name, self._key, dict(self._blobs), dict(self.links))
 
     def close(self) -> None:
         self._file.close()
+        if self._name is not None:
+            try:
+                os.unlink(self._name)
+            except FileNotFoundError:
+                pass
+
+
+def _open_blob(aead: AESGCM, fd: int, rel: str, entry: tuple[int, int, int]) -> bytes:
+    offset, length, number = entry
+    sealed = os.pread(fd, length, offset)
+    if len(sealed) != length:
+        raise BuildError(f"internal error: the spool holding {rel} was cut short")
+    return aead.decrypt(number.to_bytes(12, "big"), sealed, rel.encode())
+
+
+class SpoolView:
+    """A shared SecretSpool as a worker process reads it: picklable, opened on first read. Its
+    repr names neither the key nor the file."""
+
+    def __init__(self, path: str, key: bytes, blobs: dict, links: dict):
+        self._path, self._key, self._blobs, self._links = path, key, blobs, links
+        self._fd: int | None = None
+        self._aead: AESGCM | None = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self._path, "key": self._key, "blobs": self._blobs, "links": self._links}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["key"], state["blobs"], state["links"])
+
+    def __repr__(self) -> str:
+        return f"SpoolView({len(self._blobs)} files, {len(self._links)} copies)"
+
+    def __contains__(self, rel: str) -> bool:
+        return rel in self._blobs or rel in self._links
+
+    def read(self, rel: str) -> bytes:
+        """The plain bytes of `rel` (a copy reads its original); KeyError when it is not held."""
+        while rel in self._links:
+            rel = self._links[rel]
+        entry = self._blobs[rel]
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._aead = AESGCM(self._key)
+        return _open_blob(self._aead, self._fd, rel, entry)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def tar_plan(spool: SecretSpool) -> Iterator[tuple[str, str | None, str]]:
@@ -203,7 +274,7 @@ def sealed_artifacts(manifest: dict, where: str) -> dict[str, dict]:
 
 def unseal(dist: Path, identity_files: Sequence[Path], out: Path | None = None) -> Unsealed:
     """Restore a sealed build's secret files into `out` (default: the build folder itself)."""
-    from ..formats.age import load_identities
+    from ..formats.age import load_identity_files
     from .dist import PARTIAL_PREFIX, read_manifest, sha256_file
 
     dist = Path(dist)
@@ -220,7 +291,7 @@ def unseal(dist: Path, identity_files: Sequence[Path], out: Path | None = None) 
     if listed is not None and listed.get("sha256") != sha256_file(archive):
         raise BuildError(f"{SEALED_NAME} is damaged: its sha256 differs from manifest.json", where=str(dist),
                          hint="copy it again from where the build was made")
-    identities = [i for path in identity_files for i in load_identities(Path(path))]
+    identities = load_identity_files(identity_files)
     if not identities:
         raise BuildError("no identity given", hint="pass --identity KEYFILE")
 
@@ -233,10 +304,9 @@ def unseal(dist: Path, identity_files: Sequence[Path], out: Path | None = None) 
     os.chmod(work, 0o700)
     try:
         restored = _extract(archive, identities, work, sealed, str(archive))
-        missing = sorted(set(sealed) - set(restored))
+        missing = lacking(sealed, restored)
         if missing:
-            raise BuildError(f"{SEALED_NAME} lacks {len(missing)} sealed artifact(s) manifest.json lists, "
-                             f"e.g. {missing[0]}", where=str(dist))
+            raise BuildError(missing, where=str(dist))
         for rel in sorted(restored):
             target = dest.joinpath(*PurePosixPath(rel).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +352,17 @@ class _Escape(BuildError):
     """A member that must not be written: raised before any byte of it is."""
 
 
-def _extract(archive: Path, identities, work: Path, sealed: dict[str, dict], where: str) -> list[str]:
+def lacking(sealed: dict[str, dict], found) -> str | None:
+    """What is wrong when an archive did not hold every sealed artifact the manifest lists."""
+    missing = sorted(set(sealed) - set(found))
+    if not missing:
+        return None
+    return f"{SEALED_NAME} lacks {len(missing)} sealed artifact(s) manifest.json lists, e.g. {missing[0]}"
+
+
+def _each_member(archive: Path, identities, where: str, visit) -> None:
+    """Decrypt `archive` (age, in a thread, into a pipe) and hand each tar member to
+    visit(tar, member) as it arrives: the plaintext exists only in the pipe and in memory."""
     from ..formats.age import decrypt_stream
 
     read_fd, write_fd = os.pipe()
@@ -297,13 +377,12 @@ def _extract(archive: Path, identities, work: Path, sealed: dict[str, dict], whe
 
     thread = threading.Thread(target=pump, name="fleetpkg-unseal", daemon=True)
     thread.start()
-    restored: dict[str, tuple[str, int]] = {}  # rel -> (sha256, size)
     try:
         with os.fdopen(read_fd, "rb") as pipe:
             try:
                 with tarfile.open(fileobj=pipe, mode="r|") as tar:
                     for member in tar:
-                        _restore(tar, member, work, sealed, restored)
+                        visit(tar, member)
             except tarfile.TarError as exc:
                 thread.join()
                 if failure:
@@ -313,33 +392,53 @@ def _extract(archive: Path, identities, work: Path, sealed: dict[str, dict], whe
         thread.join()
     if failure:
         raise failure[0]
+
+
+def _extract(archive: Path, identities, work: Path, sealed: dict[str, dict], where: str) -> list[str]:
+    restored: dict[str, tuple[str, int]] = {}  # rel -> (sha256, size)
+    try:
+        _each_member(archive, identities, where, lambda tar, member: _restore(tar, member, work, sealed, restored))
+    except _Escape as exc:
+        raise _Escape(f"{exc.message}; nothing was written", where=exc.where) from None
     return list(restored)
+
+
+def _listed(member, sealed: dict[str, dict], seen: dict) -> dict:
+    """manifest.json's record of a member about to be read, after the checks that need none of its
+    bytes: a safe name, not seen before, listed as sealed, a hard link to an earlier member or a
+    plain file of the listed size."""
+    name = member.name
+    if _member_parts(name) is None:
+        raise _Escape(f"holds a member that would escape the folder: {name!r}", where=SEALED_NAME)
+    if name in seen:
+        raise _Escape(f"holds {name} twice", where=SEALED_NAME)
+    art = sealed.get(name)
+    if art is None:
+        raise _Escape(f"holds {name}, which manifest.json does not list as sealed", where=SEALED_NAME)
+    if member.islnk():
+        if member.linkname not in seen:
+            raise _Escape(f"{name} links to {member.linkname!r}, which is not an earlier member", where=SEALED_NAME)
+    elif not member.isreg():
+        raise _Escape(f"{name} is not a plain file (tar type {member.type!r})", where=SEALED_NAME)
+    elif member.size != art.get("size"):
+        raise _Escape(f"{name} is {member.size} bytes, manifest.json says {art.get('size')}", where=SEALED_NAME)
+    return art
+
+
+def _matches(name: str, art: dict, digest: str, size: int) -> None:
+    if digest != art.get("sha256") or size != art.get("size"):
+        raise _Escape(f"{name} does not match manifest.json (sha256 or size)", where=SEALED_NAME)
 
 
 def _restore(tar, member, work: Path, sealed: dict[str, dict], restored: dict) -> None:
     name = member.name
-    parts = _member_parts(name)
-    if parts is None:
-        raise _Escape(f"holds a member that would escape the folder: {name!r}; nothing was written",
-                      where=SEALED_NAME)
-    if name in restored:
-        raise _Escape(f"holds {name} twice; nothing was written", where=SEALED_NAME)
-    art = sealed.get(name)
-    if art is None:
-        raise _Escape(f"holds {name}, which manifest.json does not list as sealed; nothing was written",
-                      where=SEALED_NAME)
-    path = work.joinpath(*parts)
+    art = _listed(member, sealed, restored)
+    path = work.joinpath(*_member_parts(name))
     path.parent.mkdir(parents=True, exist_ok=True)
     if member.islnk():
-        if member.linkname not in restored:
-            raise _Escape(f"{name} links to {member.linkname!r}, which is not an earlier member; nothing was "
-                          "written", where=SEALED_NAME)
         os.link(work.joinpath(*PurePosixPath(member.linkname).parts), path)
         digest, size = restored[member.linkname]
-    elif member.isreg():
-        if member.size != art.get("size"):
-            raise _Escape(f"{name} is {member.size} bytes, manifest.json says {art.get('size')}; nothing was "
-                          "written", where=SEALED_NAME)
+    else:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MEMBER_MODE)
         hasher, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as fh, tar.extractfile(member) as src:
@@ -348,15 +447,40 @@ def _restore(tar, member, work: Path, sealed: dict[str, dict], restored: dict) -
                 hasher.update(chunk)
                 size += len(chunk)
         digest = hasher.hexdigest()
-    else:
-        raise _Escape(f"{name} is not a plain file (tar type {member.type!r}); nothing was written",
-                      where=SEALED_NAME)
-    if digest != art.get("sha256") or size != art.get("size"):
-        raise _Escape(f"{name} does not match manifest.json (sha256 or size); nothing was written",
-                      where=SEALED_NAME)
+    _matches(name, art, digest, size)
     os.chmod(path, MEMBER_MODE)
     restored[name] = (digest, size)
 
 
-__all__ = ["SEALED_KIND", "SEALED_NAME", "SecretSpool", "Unsealed", "sealed_artifacts",
-           "tar_plan", "unseal", "write_archive"]
+def spool_sealed(archive: Path, identities, sealed: dict[str, dict], spool: SecretSpool, keep: set[str],
+                 where: str) -> dict[str, tuple[str, int]]:
+    """Read a sealed build's secrets.tar.age into `spool` without writing any plaintext: each
+    member is checked as unseal checks it (the manifest's sealed artifacts, `sealed`); only the
+    plain files whose sha256 is in `keep` are held (one at a time in memory), and hard links to
+    them kept as the spool's links. Returns every member's (sha256, size); raises on the first
+    problem (NotARecipient when no identity opens it), and the caller discards the spool."""
+    found: dict[str, tuple[str, int]] = {}
+
+    def visit(tar, member) -> None:
+        name = member.name
+        art = _listed(member, sealed, found)
+        if member.islnk():
+            digest, size = found[member.linkname]
+            _matches(name, art, digest, size)
+            if member.linkname in spool:
+                spool.link(name, member.linkname)
+        else:
+            with tar.extractfile(member) as src:
+                data = src.read(member.size)
+            digest, size = hashlib.sha256(data).hexdigest(), len(data)
+            _matches(name, art, digest, size)
+            if digest in keep:
+                spool.add(name, data)
+        found[name] = (digest, size)
+
+    _each_member(archive, identities, where, visit)
+    return found
+
+
+__all__ = ["SEALED_KIND", "SEALED_NAME", "SecretSpool", "SpoolView", "Unsealed", "lacking", "sealed_artifacts",
+           "spool_sealed", "tar_plan", "unseal", "write_archive"]

@@ -13,7 +13,7 @@ from ..errors import EXIT_FINDINGS, EXIT_OK
 def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs: int | None,
                  at_text: str | None, skip_failed_devices: bool, allow_foreign_vendor: bool,
                  ask_password: bool, quiet: bool, seal_to: tuple[str, ...] = (), previous: Path | None = None,
-                 fresh: bool = False) -> int:
+                 fresh: bool = False, previous_identities: tuple[Path, ...] = ()) -> int:
     from .commands.check import parse_at
     from ..fleet.config import load_config
     from .output import emit_json
@@ -23,7 +23,8 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
     out = out_dir or (config.path.parent / "dist")
     options = BuildOptions(out_dir=Path(out), at=parse_at(at_text), jobs=jobs,
                            skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
-                           ask_password=ask_password, seal_to=tuple(seal_to), previous=previous, fresh=fresh)
+                           ask_password=ask_password, seal_to=tuple(seal_to), previous=previous, fresh=fresh,
+                           previous_identities=tuple(previous_identities))
     from .progress import ProgressBar, wanted
 
     talk = not as_json and not quiet

@@ -45,10 +45,23 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:32] + "...")
 
 
+class NotARecipient(FormatError):
+    """The file is intact, but sealed to other recipients than the identities given."""
+
+
+def load_identity_files(paths: Sequence[os.PathLike]) -> list:
+    """The private keys in every identity file of `paths` (see load_identities)."""
+    return [identity for path in paths for identity in load_identities(Path(path))]
+
+
 def load_identities(path: Path) -> list:
     """The private keys in an identity file: age's (AGE-SECRET-KEY-1... lines, `#` comments, as
     age-keygen writes them) or an unencrypted OpenSSH ed25519/RSA private key."""
     shown = str(path)
+    if shown.lstrip().upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in shown or "\n" in shown:
+        raise FormatError("this is a private key, not the name of a file holding one: write it to a file "
+                          "(mode 0600) and give that file's name; treat the key as exposed (it was typed or "
+                          "stored where others can read it)")  # and never repeat it in this line
     try:
         with open(path, "rb") as fh:
             data = fh.read(IDENTITY_LIMIT + 1)
@@ -97,7 +110,7 @@ def decrypt_stream(source: BinaryIO, dest: BinaryIO, identities: Sequence, where
     except (pyrage.DecryptError, OSError) as exc:  # a chunk that fails authentication is an OSError
         text = str(exc)
         if "No matching keys" in text:
-            raise FormatError("none of the given identities can open it: it was sealed to other recipients",
+            raise NotARecipient("none of the given identities can open it: it was sealed to other recipients",
                               where=where, hint="use the private key of a recipient the build names "
                                                 "(manifest.json, sealed_to)") from None
         raise FormatError(f"is damaged or not an age file ({text})", where=where) from None

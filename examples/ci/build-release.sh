@@ -17,11 +17,21 @@
 # Seal recipients (public keys, not secrets): fleet.toml's [secrets] recipients and/or
 #   FLEETPKG_SEAL_TO, one age1... or ssh-ed25519/ssh-rsa public key per line. Without any, the step
 #   refuses to run, unless FLEETPKG_UNSEALED=1 asks for readable keys in the artifact.
+# Carrying unchanged Macs forward (so the MDMs see only what changed):
+#   FLEETPKG_CI_AGE_KEY (a secret): the CI's own age key, the whole file `age-keygen -o` wrote. The
+#   build is sealed to its public key too (read with age-keygen -y), besides the admins', and the
+#   key opens the previous release's secrets.tar.age (written to a private file that fleetpkg is
+#   told of through FLEETPKG_PREVIOUS_IDENTITY, deleted when the step ends).
+#   FLEETPKG_PREVIOUS: the previous release as this step made it: a folder holding its
+#   <name>.tar.gz (and .sha256, checked) directly or one level down (as `gh run download` puts
+#   it), the tarball itself, or its unpacked bundle folder. A missing or empty folder (the first
+#   release, an expired artifact) builds without one, and the build says every Mac is new.
 # Other settings: FLEETPKG_CONFIG (default fleet.toml), FLEETPKG_JOBS, SOURCE_DATE_EPOCH
 # (default: the last commit's time in FLEET_DIR when it is a git checkout, else now).
 # Needs a Linux runner (GNU tar, coreutils sha256sum/base64) and python3.
-# Exit status: fleetpkg's (1 a device fails the certificate rules, 2 input error, or no seal
-# recipient), or 3 when the bundle does not match its own SHA256SUMS or is not sealed as asked.
+# Exit status: fleetpkg's (1 a device fails the certificate rules, 2 input error, no seal
+# recipient, or a previous release that is not what it claims), or 3 when the bundle does not
+# match its own SHA256SUMS or is not sealed as asked.
 set -euo pipefail
 umask 077
 
@@ -62,15 +72,19 @@ else
     SEALED=1
 fi
 
-# Signing identities from the secret store: decoded to the paths fleet.toml expects, removed on exit.
+# Signing identities from the secret store: decoded to the paths fleet.toml expects, removed on exit;
+# the CI's age key and the unpacked previous release live in a private folder, removed on exit too.
 WRITTEN=()
+PRIVATE=$(mktemp -d)
 cleanup() {
     local file
     for file in "${WRITTEN[@]+"${WRITTEN[@]}"}"; do
         rm -f -- "$file"
     done
+    rm -rf -- "$PRIVATE"
 }
 trap cleanup EXIT
+chmod 700 "$PRIVATE"
 
 decode_identity() {
     local value="$1" rel="$2" dest
@@ -85,8 +99,61 @@ decode_identity() {
 decode_identity "${INSTALLER_IDENTITY_P12_BASE64:-}" "${INSTALLER_IDENTITY_PATH:-signing/installer.p12}"
 decode_identity "${PROFILE_IDENTITY_P12_BASE64:-}" "${PROFILE_IDENTITY_PATH:-signing/profiles.p12}"
 
+# The CI's own key: this build is sealed to it as well, and it opens the previous release.
+if [ -n "${FLEETPKG_CI_AGE_KEY:-}" ]; then
+    [ "$SEALED" = 1 ] || die "FLEETPKG_CI_AGE_KEY is set but the build is not sealed: give the admins' recipients too"
+    command -v age-keygen >/dev/null || die "FLEETPKG_CI_AGE_KEY needs age-keygen to read its public key (apt-get install age)"
+    printf '%s\n' "$FLEETPKG_CI_AGE_KEY" >"$PRIVATE/ci.agekey"
+    ci_recipient=$(age-keygen -y "$PRIVATE/ci.agekey" 2>/dev/null) ||
+        die "FLEETPKG_CI_AGE_KEY is not an age key: store the whole file age-keygen -o wrote"
+    SEAL_ARGS+=(--seal-to "$ci_recipient")
+    export FLEETPKG_PREVIOUS_IDENTITY="$PRIVATE/ci.agekey"
+fi
+unset FLEETPKG_CI_AGE_KEY
+
+# The previous release: its bundle folder, to carry unchanged Macs forward from.
+PREVIOUS_ARGS=()
+previous_bundle() {
+    local from="$1" tarball="" dir candidate found=()
+    if [ -d "$from" ] && [ -f "$from/manifest.json" ]; then
+        printf '%s\n' "$from"
+        return 0
+    fi
+    if [ -d "$from" ]; then
+        for candidate in "$from"/*.tar.gz "$from"/*/*.tar.gz; do
+            [ ! -f "$candidate" ] || found+=("$candidate")
+        done
+        [ "${#found[@]}" -gt 0 ] || return 0  # no tarball: no previous release
+        [ "${#found[@]}" -eq 1 ] || die "FLEETPKG_PREVIOUS: $from holds more than one release tarball"
+        tarball="${found[0]}"
+    elif [ -f "$from" ]; then
+        tarball="$from"
+    else
+        return 0
+    fi
+    if [ -f "$tarball.sha256" ]; then
+        (cd "$(dirname -- "$tarball")" && sha256sum --quiet -c "$(basename -- "$tarball").sha256" >&2) ||
+            die "FLEETPKG_PREVIOUS: $tarball does not match its .sha256"
+    fi
+    mkdir "$PRIVATE/previous"
+    tar -xzf "$tarball" -C "$PRIVATE/previous" || die "FLEETPKG_PREVIOUS: cannot unpack $tarball"
+    for dir in "$PRIVATE/previous"/*/; do
+        [ -f "$dir/manifest.json" ] && printf '%s\n' "${dir%/}" && return 0
+    done
+    die "FLEETPKG_PREVIOUS: $tarball holds no fleetpkg bundle"
+}
+if [ -n "${FLEETPKG_PREVIOUS:-}" ]; then
+    bundle=$(previous_bundle "$FLEETPKG_PREVIOUS")
+    if [ -n "$bundle" ]; then
+        PREVIOUS_ARGS=(--previous "$bundle")
+    else
+        printf 'build-release: no previous release in %s: every Mac gets a new identity\n' "$FLEETPKG_PREVIOUS" >&2
+    fi
+fi
+
 # The build: one JSON document on stdout (fleetpkg's contract), one error line on stderr.
-args=(build "$CONFIG" --output "$OUT_DIR/dist" --json "${SEAL_ARGS[@]+"${SEAL_ARGS[@]}"}")
+args=(build "$CONFIG" --output "$OUT_DIR/dist" --json "${SEAL_ARGS[@]+"${SEAL_ARGS[@]}"}"
+    "${PREVIOUS_ARGS[@]+"${PREVIOUS_ARGS[@]}"}")
 if [ -n "${FLEETPKG_JOBS:-}" ]; then
     args+=(--jobs "$FLEETPKG_JOBS")
 fi
@@ -141,6 +208,14 @@ secret = sum(1 for a in doc["artifacts"] if a["secret"])
 kept = "sealed in secrets.tar.age" if doc.get("sealed") else "READABLE: not sealed"
 print(f"{doc['fleet']} {doc['version']}: {s['ok']} of {s['devices']} devices built, "
       f"{s['warnings']} warning(s), {len(doc['artifacts'])} artifacts ({secret} secret, {kept})")
+changes = doc.get("changes") or {}
+if changes.get("previous"):
+    d = changes["devices"]
+    print(f"since {changes['previous']}: " + ", ".join(f"{len(d[k])} {k}" for k in ("added", "changed", "removed",
+          "unchanged")) + f" Mac(s), wrapper {changes['wrapper']} (changes.json and DEPLOY.md say what to upload)")
+for note in doc.get("notes", []) + doc.get("warnings", []):
+    if "previous build" in note or "--previous-identity" in note:
+        print(f"note: {note}")
 for host in doc.get("skipped_devices", []):
     print(f"skipped: {host}")
 PY

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.artifacts.targets.conftest import fleetpkg
 from tests.artifacts.targets.test_secrets import _identity_pkg_secrets, _needles, _profile_secrets
-from tests.conftest import require_tool
+from tests.conftest import age_untar as untar_sealed, require_tool
 
 EPOCH = "1767225600"  # 2026-01-01
 
@@ -87,14 +87,7 @@ def _files(root: Path) -> dict[str, Path]:
 
 def age_untar(sealed: Sealed, identity: Path, dest: Path, tar_tool: str = "tar") -> Path:
     """`age -d -i KEY secrets.tar.age | tar -x`, as DEPLOY.md tells an admin."""
-    dest.mkdir(parents=True)
-    age = subprocess.Popen([require_tool("age"), "-d", "-i", str(identity), str(sealed.root / "secrets.tar.age")],
-                           stdout=subprocess.PIPE)
-    args = [require_tool(tar_tool), "-x", "-f", "-"] if tar_tool == "bsdtar" else [require_tool(tar_tool), "-x"]
-    subprocess.run(args, stdin=age.stdout, cwd=dest, check=True)
-    age.stdout.close()
-    assert age.wait(timeout=60) == 0
-    return dest
+    return untar_sealed(sealed.root / "secrets.tar.age", identity, dest, tar_tool)
 
 
 def assert_matches_manifest(sealed: Sealed, restored: Path) -> None:

@@ -156,6 +156,7 @@ def change_view(changes: dict | None) -> dict | None:
         return None
     devices, reasons = changes["devices"], changes["reasons"]
     out = {"previous": changes["previous"], "fresh": changes["fresh"], "note": changes.get("note"),
+           "sealed_note": changes.get("sealed_note"),
            "wrapper": changes["wrapper"], "unchanged": len(devices["unchanged"]),
            "counts": {k: len(v) for k, v in devices.items()}}
     out["added"], out["added_more"] = _capped(devices["added"])

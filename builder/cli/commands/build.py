@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
+PREVIOUS_IDENTITY_ENV = "FLEETPKG_PREVIOUS_IDENTITY"
 
 
 @click.command("build")
@@ -24,18 +26,27 @@ import click
 @click.option("--previous", "previous", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="The previous build to carry unchanged Macs forward from (default: the newest earlier "
                    "build of the fleet in the output folder).")
+@click.option("--previous-identity", "previous_identities", multiple=True, metavar="KEYFILE",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the private key of a recipient the previous build is sealed to (age-keygen's "
+                   "output or an unencrypted OpenSSH key), so its unchanged Macs keep their identity; repeatable. "
+                   "Default: the file FLEETPKG_PREVIOUS_IDENTITY names. Never the key itself.")
 @click.option("--fresh", is_flag=True, help="Mint every Mac's identity anew (e.g. after a suspected leak); "
                                             "the change set still compares with the previous build.")
 @click.option("--quiet", "-q", is_flag=True, help="Only errors.")
 def command(config: Path, out_dir: Path | None, as_json: bool, jobs: int | None, at_text: str | None,
             skip_failed_devices: bool, allow_foreign_vendor: bool, ask_password: bool, seal_to: tuple[str, ...],
-            previous: Path | None, fresh: bool, quiet: bool) -> int:
+            previous: Path | None, previous_identities: tuple[Path, ...], fresh: bool, quiet: bool) -> int:
     """Build the wrapper package, profiles, identity packages and deployment files for CONFIG.
 
     Macs whose inputs are unchanged since the previous build keep their identity (byte-identical
     profiles); changes.json and DEPLOY.md say what changed."""
     from ..buildreport import report_build
 
+    if not previous_identities and os.environ.get(PREVIOUS_IDENTITY_ENV, "").strip():
+        previous_identities = (Path(os.environ[PREVIOUS_IDENTITY_ENV]),)  # one file's name, never split
+
     return report_build(config, out_dir=out_dir, as_json=as_json, jobs=jobs, at_text=at_text,
                         skip_failed_devices=skip_failed_devices, allow_foreign_vendor=allow_foreign_vendor,
-                        ask_password=ask_password, seal_to=seal_to, quiet=quiet, previous=previous, fresh=fresh)
+                        ask_password=ask_password, seal_to=seal_to, quiet=quiet, previous=previous, fresh=fresh,
+                        previous_identities=previous_identities)

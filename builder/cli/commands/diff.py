@@ -4,7 +4,7 @@ The same comparison a build writes to its changes.json (builder/artifacts/change
 changed (with the reasons), removed and unchanged, the wrapper's status, and every file added,
 changed, removed or unchanged. Read from the two manifests, so it works for any two builds,
 including copies moved elsewhere. When NEW's own changes.json was made against OLD, its --fresh
-flag and trust note are taken over, so both documents agree.
+flag and notes (not trusted; sealed identities not read) are taken over, so both documents agree.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ def command(old: Path, new: Path, as_json: bool) -> int:
         if not isinstance(doc, dict) or not isinstance(doc.get("artifacts"), list):
             raise BuildError("manifest.json has no artifact list: not a fleetpkg build folder", where=str(path))
         docs.append(doc)
-    fresh, note = False, None
+    fresh, note, sealed_note, sealed = False, None, None, None
     try:
         own = json.loads((new / "changes.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         own = None
     if isinstance(own, dict) and own.get("previous") == build_name(docs[0]):
-        fresh, note = bool(own.get("fresh")), own.get("note")
-    changes = change_set(docs[0], docs[1], fresh=fresh, untrusted=note)
+        fresh, note, sealed_note = bool(own.get("fresh")), own.get("note"), own.get("sealed_note")
+        sealed = bool(sealed_note)  # a sealed OLD whose seal the build opened carried identities like any
+    changes = change_set(docs[0], docs[1], fresh=fresh, untrusted=note, sealed_note=sealed_note, sealed=sealed)
     if as_json:
         from ..output import emit_json
 
@@ -56,6 +57,8 @@ def render(old_name: str, new_name: str, changes: dict) -> str:
     lines = [f"{old_name} -> {new_name}" + (" (--fresh)" if changes["fresh"] else "")]
     if changes.get("note"):
         lines.append(f"note: {changes['note']}")
+    if changes.get("sealed_note"):
+        lines.append(f"note: its sealed identities were not read: {changes['sealed_note']}")
     lines += [f"wrapper: {changes['wrapper']}", f"devices: {counts(devices)}"]
     for status in ("added", "changed", "removed"):
         for host in devices[status]:
