@@ -559,24 +559,32 @@ def seal_for(config, options: BuildOptions):
     return Seal(tuple(recipients), tuple(texts))
 
 
-def _check_chunk(args) -> list[str]:
-    from .previous import check_files
+_check_items: tuple = (None, ())  # the trust check's (root, items), set in its workers by _init_check
 
-    root, items = args
-    return check_files(root, items)
+
+def _init_check(root: Path, items: list) -> None:
+    global _check_items
+    _check_items = (root, items)
+
+
+def _check_part(positions: list[int]) -> list[tuple[int, str]]:
+    from .previous import check_part
+
+    return check_part(*_check_items, positions)
 
 
 def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
-    """previous.check_files over `items`, across `workers` processes."""
-    from .previous import check_files, chunks
+    """previous.check_files over `items`, across `workers` processes: each gets the items once
+    (inherited, where processes are forked) and checks one part of them (previous.parts)."""
+    from .previous import check_files, parts
 
     if workers <= 1 or len(items) < 1000:
         return check_files(root, items)
-    problems: list[str] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for found in pool.map(_check_chunk, [(root, c) for c in chunks(items, workers * 4)]):
+    problems: list[tuple[int, str]] = []
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items)) as pool:
+        for found in pool.map(_check_part, parts(items, workers)):
             problems += found
-    return problems
+    return [problem for _position, problem in sorted(problems)]
 
 
 # -- the wrapper ---------------------------------------------------------------------------------

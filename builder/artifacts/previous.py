@@ -166,18 +166,26 @@ def _plain(rel: str) -> bool:
 def check_files(root: Path, items: Sequence[tuple[str, str | None, int]]) -> list[str]:
     """Problems with (path, sha256 or None, size) items: missing, other size, other digest (hashed
     only when a digest is given). Hard links of one file are hashed once."""
+    return [problem for _position, problem in check_part(root, items, range(len(items)))]
+
+
+def check_part(root: Path, items: Sequence[tuple[str, str | None, int]],
+               positions: Sequence[int]) -> list[tuple[int, str]]:
+    """check_files over the items at `positions`, each problem with its item's position (the
+    problems of several parts are then put back in the items' order)."""
     problems = []
     hashed: dict[tuple[int, int], str] = {}
     base = os.fspath(root).rstrip("/")
-    for rel, digest, size in items:
+    for position in positions:
+        rel, digest, size = items[position]
         path = f"{base}/{rel}"
         try:
             st = os.stat(path)
         except OSError:
-            problems.append(f"{rel} is missing")
+            problems.append((position, f"{rel} is missing"))
             continue
         if st.st_size != size:
-            problems.append(f"{rel} is {st.st_size} bytes, manifest.json says {size}")
+            problems.append((position, f"{rel} is {st.st_size} bytes, manifest.json says {size}"))
             continue
         if digest is None:
             continue
@@ -186,10 +194,10 @@ def check_files(root: Path, items: Sequence[tuple[str, str | None, int]]) -> lis
             try:
                 hashed[key] = _sha256(path)
             except OSError as exc:
-                problems.append(f"{rel} cannot be read ({exc.strerror or exc})")
+                problems.append((position, f"{rel} cannot be read ({exc.strerror or exc})"))
                 continue
         if hashed[key] != digest:
-            problems.append(f"{rel} does not match its manifest.json digest")
+            problems.append((position, f"{rel} does not match its manifest.json digest"))
     return problems
 
 
@@ -197,9 +205,14 @@ def _sha256(path: str) -> str:
     return sha256_of(path)
 
 
-def chunks(items: list, count: int) -> list[list]:
-    size = max(1, -(-len(items) // max(1, count)))
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def parts(items: Sequence[tuple[str, str | None, int]], count: int) -> list[list[int]]:
+    """The items' positions in `count` parts of about equal size for check_part in parallel, in
+    the order of their file names: a Mac's profile and its hard-linked copies under jamf/ and
+    intune/ (one inode, one name) are then hashed by one worker, once, not by each."""
+    names = [rel.rpartition("/")[2] for rel, _digest, _size in items]
+    order = sorted(range(len(items)), key=names.__getitem__)
+    size = max(1, -(-len(order) // max(1, count)))
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def listed_files(prev: PreviousBuild) -> list[tuple[str, str, int]]:

@@ -392,6 +392,62 @@ def test_previous_build_whose_sums_disagree_is_not_trusted(fleet):
     _rebuild_distrusting(fleet, damage, "SHA256SUMS lists")
 
 
+def test_the_trust_check_in_worker_processes_finds_what_one_process_finds(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from builder.artifacts import previous
+    from builder.artifacts.pipeline import check_previous_files
+
+    root = tmp_path / "build"
+    items = []  # as a build's: each profile with two hard-linked copies (jamf/, intune/), manifest order
+    for folder in ("intune", "jamf", "profiles"):
+        (root / folder).mkdir(parents=True)
+    for i in range(400):
+        data = f"profile {i:04d} ".encode() * 40
+        os.link(_write(root / "profiles" / f"mac{i:04d}.mobileconfig", data), root / "jamf" / f"mac{i:04d}.mobileconfig")
+        os.link(root / "profiles" / f"mac{i:04d}.mobileconfig", root / "intune" / f"mac{i:04d}.mobileconfig")
+        for folder in ("intune", "jamf", "profiles"):
+            items.append((f"{folder}/mac{i:04d}.mobileconfig", hashlib.sha256(data).hexdigest(), len(data)))
+    items.sort()
+    damaged = bytearray((root / "profiles" / "mac0007.mobileconfig").read_bytes())
+    damaged[3] ^= 1
+    (root / "profiles" / "mac0007.mobileconfig").write_bytes(bytes(damaged))  # through all three links
+    (root / "jamf" / "mac0100.mobileconfig").unlink()
+    replaced = root / "intune" / "mac0200.mobileconfig"  # no longer a link: other bytes, the same size
+    replaced.unlink()
+    _write(replaced, bytes(len((root / "profiles" / "mac0200.mobileconfig").read_bytes())))
+    with open(root / "profiles" / "mac0300.mobileconfig", "ab") as fh:
+        fh.write(b"+")
+    expected = ["intune/mac0007.mobileconfig does not match its manifest.json digest",
+                "intune/mac0200.mobileconfig does not match its manifest.json digest",
+                "intune/mac0300.mobileconfig is 521 bytes, manifest.json says 520",
+                "jamf/mac0007.mobileconfig does not match its manifest.json digest",
+                "jamf/mac0100.mobileconfig is missing",
+                "jamf/mac0300.mobileconfig is 521 bytes, manifest.json says 520",
+                "profiles/mac0007.mobileconfig does not match its manifest.json digest",
+                "profiles/mac0300.mobileconfig is 521 bytes, manifest.json says 520"]
+    log = tmp_path / "hashed"
+    sha256 = previous._sha256
+
+    def counted(path: str) -> str:
+        with open(log, "a") as fh:  # O_APPEND: one line per hash, from every (forked) worker
+            fh.write(path + "\n")
+        return sha256(path)
+    monkeypatch.setattr(previous, "_sha256", counted)
+    assert previous.check_files(root, items) == expected
+    inodes = 400 - 1 + 1  # each inode once: mac0300's was judged by its size, mac0200's copy is one more
+    assert len(log.read_text().splitlines()) == inodes
+    log.unlink()
+    assert check_previous_files(root, items, 2) == expected
+    if multiprocessing.get_start_method() == "fork":  # the workers run the patched function
+        assert len(log.read_text().splitlines()) == inodes
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def test_previous_build_of_an_older_fleetpkg_is_not_trusted(fleet):
     def damage(out):
         manifest = json.loads((out / "manifest.json").read_text())
