@@ -12,6 +12,7 @@ hand the secret bytes back, and the parent seals them (builder/artifacts/seal.py
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -28,6 +29,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .buildinfo import BuildInfo, DeviceArtifacts, Receipt
+from .changes import classify, device_inputs
+from .checking import DeviceResult
+from .dist import Artifact, create_file, sha256_of
+from ..certs.model import ERROR, Finding
 from ..errors import BuildError, CertificateError, FleetpkgError
 from ..repro import build_datetime
 
@@ -175,8 +180,6 @@ def _write_file(staging: Path | None, rel: str, data: bytes, kind: str, signer: 
     """A secret per-device file, 0600 from its creation (a new file: never written through a hard
     link into the previous build); with staging None (a sealed build) not written at all but
     handed back to the parent. The one place workers put secrets anywhere."""
-    from .dist import create_file
-
     digest = hashlib.sha256(data).hexdigest()
     if staging is None:
         return WrittenFile(rel, kind, True, signer, digest, len(data), data)
@@ -215,7 +218,7 @@ def _carry_file(previous: Path, src: str, rel: str, kind: str, sha256: str, size
                 signer: str | None = None) -> None:
     """A secret per-device file carried forward from the previous build, the same bytes: a hard
     link, or (a sealed build) its bytes, checked against the digest the trust check verified."""
-    path = os.path.join(previous, src)
+    path = f"{previous}/{src}"
     if _stage is not None:
         _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
         return
@@ -239,23 +242,26 @@ def _device_work(wire: tuple) -> tuple[str, object]:
         return "error", str(exc)
 
 
+def _names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+_JOB_FIELDS, _FILE_FIELDS, _DEVICE_FIELDS = _names(DeviceJob), _names(WrittenFile), _names(DeviceArtifacts)
+
+
 def _job_wire(job: DeviceJob) -> tuple:
-    return tuple(os.fspath(v) if isinstance(v, Path) else v for v in (getattr(job, f.name) for f in fields(DeviceJob)))
+    return tuple(os.fspath(v) if isinstance(v, Path) else v for v in (getattr(job, n) for n in _JOB_FIELDS))
 
 
 def _outcome_wire(o: DeviceOutcome) -> tuple:
-    r = o.result
+    r, d = o.result, o.device
     return ((r.hostname, r.ok, r.not_after, tuple((f.rule, f.severity, f.message) for f in r.findings)),
-            tuple(tuple(getattr(f, n.name) for n in fields(WrittenFile)) for f in o.files),
+            tuple(tuple(getattr(f, n) for n in _FILE_FIELDS) for f in o.files),
             tuple((a.path, a.kind, a.sha256, a.size, a.secret, a.signed, a.sealed) for a in o.artifacts),
-            tuple(getattr(o.device, f.name) for f in fields(DeviceArtifacts)) if o.device else None, o.record)
+            tuple(getattr(d, n) for n in _DEVICE_FIELDS) if d else None, o.record)
 
 
 def _outcome_from_wire(wire: tuple) -> DeviceOutcome:
-    from ..certs.model import Finding
-    from .checking import DeviceResult
-    from .dist import Artifact
-
     (host, ok, not_after, findings), files, arts, device, record = wire
     return DeviceOutcome(DeviceResult(host, ok, not_after, tuple(Finding(*f) for f in findings)),
                          tuple(WrittenFile(*f) for f in files), tuple(Artifact(*a) for a in arts),
@@ -265,8 +271,6 @@ def _outcome_from_wire(wire: tuple) -> DeviceOutcome:
 def _pfx_sha256(path: Path) -> str | None:
     """The .pfx file's digest (an input of the device), or None when it cannot be read (load_pfx
     then says why)."""
-    from .dist import sha256_of
-
     try:
         return sha256_of(path)
     except OSError:
@@ -277,8 +281,6 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
     """One Mac: carried forward from the previous build when its inputs are unchanged, else its
     .pfx opened, linted and sealed into ONE macOS PKCS#12 + password that its profile and its
     identity package both carry."""
-    from .changes import device_inputs
-
     pfx_sha256 = _pfx_sha256(job.pfx)
     record = {"hostname": job.hostname, "serial": job.serial, "pfx": pfx_sha256,
               "inputs": device_inputs(s.fleet_digest, job.hostname, job.serial, pfx_sha256) if pfx_sha256 else None}
@@ -319,7 +321,7 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
     if signer is not None:
         signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
         _keep(_write_file(s.staging, signed_rel, sign_profile(xml, signer), "device-profile-signed",
-                          signer.certificate.subject.rfc4514_string()), files)
+                          signer.subject), files)
     pkg_rel = None
     if s.identity_packages:
         ca_ders = tuple(c.public_bytes(Encoding.DER) for c in roots + intermediates)
@@ -332,9 +334,6 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
     re-judged at today's check time from the recorded validity dates; None when that is not
     possible (validity no longer clean, a file missing from the record, the sealed identity
     unreadable), and the caller then mints anew. Nothing is staged before that is decided."""
-    from .checking import DeviceResult
-    from .previous import sealed_identity
-
     prev = job.previous
     findings = _carried_findings(prev, s.at)
     known = {rel: (sha256, size) for rel, sha256, size in job.previous_files}
@@ -346,22 +345,25 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
         if s.carry_identity_pkgs and prev.get("identity_pkg") in known:
             pkg_src = prev["identity_pkg"]
         else:  # the package embeds the version: rebuild it around the same sealed identity
+            from .previous import sealed_identity
+
             sealed = sealed_identity(s.carry_from, profile, known[profile][0])
             if sealed is None:
                 return None
 
     files: list[WrittenFile] = []
+    base = os.fspath(s.carry_from)
     rel = f"profiles/devices/{job.hostname}.mobileconfig"
-    _carry_file(s.carry_from, profile, rel, "device-profile", *known[profile], files)
+    _carry_file(base, profile, rel, "device-profile", *known[profile], files)
     signed_rel = None
     if signer is not None:
         signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
-        _carry_file(s.carry_from, signed, signed_rel, "device-profile-signed", *known[signed], files,
-                    signer=signer.certificate.subject.rfc4514_string())
+        _carry_file(base, signed, signed_rel, "device-profile-signed", *known[signed], files,
+                    signer=signer.subject)
     pkg_rel = None
     if pkg_src is not None:
         pkg_rel = f"identity/{job.hostname}.pkg"
-        _carry_file(s.carry_from, pkg_src, pkg_rel, "identity-pkg", *known[pkg_src], files)
+        _carry_file(base, pkg_src, pkg_rel, "identity-pkg", *known[pkg_src], files)
     elif sealed is not None:
         pkg_rel = _identity_package(s, job.hostname, sealed.p12, sealed.password, sealed.ca_ders, files)
     record.update({k: prev[k] for k in VALIDITY_KEYS})
@@ -372,7 +374,6 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
 def _finish_device(job: DeviceJob, s: DeviceSettings, result, record: dict, files: list, profile: str,
                    signed: str | None, pkg: str | None, *, carried: bool) -> DeviceOutcome:
     """Classify the device against the previous build, write its target files, hand over its records."""
-    from .changes import classify
     from .targets import write_device_targets
 
     record.update(profile=profile, signed_profile=signed, identity_pkg=pkg)
@@ -385,8 +386,8 @@ def _finish_device(job: DeviceJob, s: DeviceSettings, result, record: dict, file
                              s.version if pkg else None, change, tuple(reasons))
     if s.target_info is not None:
         if s.carry_from is not None:  # a target file whose bytes are the previous build's is linked
-            _stage.reuse = {rel: (os.path.join(s.carry_from, rel), sha256, size)
-                            for rel, sha256, size in job.previous_files}
+            base = os.fspath(s.carry_from)
+            _stage.reuse = {rel: (f"{base}/{rel}", sha256, size) for rel, sha256, size in job.previous_files}
             if job.previous and job.previous.get("munki_pkginfo") and job.previous.get("munki_doc"):
                 _stage.reuse_docs = {job.previous["munki_pkginfo"]: job.previous["munki_doc"]}
         try:
@@ -430,8 +431,7 @@ def _carried_findings(prev: dict, at: datetime) -> tuple | None:
     rules (validity, the chain's validity window) would not pass cleanly: the device is then
     checked from its .pfx like a new one."""
     from ..certs.chain import utc
-    from ..certs.model import ERROR, Finding
-    from ..certs.rules import RULES, validity_findings
+    from ..certs.rules import validity_findings
 
     try:
         start, end, chain_start, chain_end = (_parse_time(prev[k]) for k in VALIDITY_KEYS[:4])
@@ -442,10 +442,20 @@ def _carried_findings(prev: dict, at: datetime) -> tuple | None:
     if not chain_start <= at <= chain_end:
         return None
     validity = validity_findings(start, end, at)
-    if any(f.severity == ERROR for f in validity + kept):
+    found = kept + validity
+    if any(f.severity == ERROR for f in found):
         return None
-    order = {rule: i for i, rule in enumerate(RULES)}
-    return tuple(sorted(kept + validity, key=lambda f: order.get(f.rule, len(order))))
+    if len(found) > 1:
+        order = _rule_order()
+        found.sort(key=lambda f: order.get(f.rule, len(order)))
+    return tuple(found)
+
+
+@functools.cache
+def _rule_order() -> dict[str, int]:
+    from ..certs.rules import RULES
+
+    return {rule: i for i, rule in enumerate(RULES)}
 
 
 def identity_package_id(prefix: str, hostname: str) -> str:
@@ -813,7 +823,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 unsigned, signed = f"profiles/{name}.mobileconfig", f"profiles/{name}.signed.mobileconfig"
                 if prev.files.get(unsigned, (None,))[0] == hashlib.sha256(xml).hexdigest() and signed in prev.files:
                     signed_fleet[name] = signed
-        munki_names = host_names(config.devices) if config.targets.munki is not None else {}
+        munki = config.targets.munki  # the names only matter to identity items' installable_condition
+        munki_names = host_names(config.devices) if munki is not None and munki.identities else {}
         jobs = []
         for d, password in zip(config.devices, passwords):
             rec = prev.devices.get(d.hostname.casefold()) if prev is not None else None
@@ -898,7 +909,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 signed_rel = None
                 if profile_signer is not None:
                     signed_rel = f"profiles/{name}.signed.mobileconfig"
-                    subject = profile_signer.certificate.subject.rfc4514_string()
+                    subject = profile_signer.subject
                     if name in signed_fleet:
                         sha256, size = prev.files[signed_rel]
                         stage.link(prev.root / signed_rel, signed_rel, kind=f"{name}-profile-signed", secret=False,
