@@ -145,13 +145,14 @@ _settings: DeviceSettings | None = None
 _cas: list[x509.Certificate] = []
 _signer = None
 _stage = None  # the worker's own Staging on the build's staging folder
+_jobs: Sequence[tuple] = ()  # every job of the build on the wire (a worker is handed spans of them)
 
 
-def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
-    global _settings, _signer, _stage
+def _init_worker(settings: DeviceSettings, in_worker: bool = False, jobs: Sequence[tuple] = ()) -> None:
+    global _settings, _signer, _stage, _jobs
     from .dist import Staging
 
-    _settings = settings
+    _settings, _jobs = settings, jobs
     _stage = Staging(settings.staging) if settings.staging is not None else None
     if in_worker:  # a forked worker inherits the build's SIGTERM handler (staged_output's cleanup),
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # but the pool stops its workers with SIGTERM
@@ -247,6 +248,12 @@ def _names(cls) -> tuple[str, ...]:
 
 
 _JOB_FIELDS, _FILE_FIELDS, _DEVICE_FIELDS = _names(DeviceJob), _names(WrittenFile), _names(DeviceArtifacts)
+
+
+def _device_span(span: tuple[int, int]) -> list[tuple[str, object]]:
+    """_device_work for the jobs start..stop: workers hold every job from their start (inherited
+    where processes fork), so no job crosses the pipe, only its outcome."""
+    return [_device_work(_jobs[i]) for i in range(*span)]
 
 
 def _job_wire(job: DeviceJob) -> tuple:
@@ -520,10 +527,12 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
             done(_device_work(wire))
         return outcomes
     chunk = max(1, min(64, total // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True)) as pool:
+    spans = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True, wires)) as pool:
         try:
-            for item in pool.map(_device_work, wires, chunksize=chunk):
-                done(item)
+            for items in pool.map(_device_span, spans):
+                for item in items:
+                    done(item)
         except BrokenProcessPool:
             raise BuildError("a worker process died (killed, or out of memory); the build stopped and "
                              "removed what it had written", hint="run the build again; try --jobs 1 if "
