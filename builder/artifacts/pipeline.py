@@ -271,7 +271,7 @@ def _outcome_wire(o: DeviceOutcome) -> tuple:
 def _outcome_from_wire(wire: tuple) -> DeviceOutcome:
     (host, ok, not_after, findings), files, arts, device, record = wire
     return DeviceOutcome(DeviceResult(host, ok, not_after, tuple(Finding(*f) for f in findings)),
-                         tuple(WrittenFile(*f) for f in files), tuple(Artifact(*a) for a in arts),
+                         tuple(WrittenFile(*f) for f in files), tuple(map(Artifact._make, arts)),
                          DeviceArtifacts(*device) if device else None, record)
 
 

@@ -109,10 +109,7 @@ def open_build(path: Path, fleet: str) -> tuple[PreviousBuild | None, str | None
     if manifest.get("fleet") != fleet:
         return None, (f"previous build {path} is a build of fleet {manifest.get('fleet')!r}, not {fleet!r}: "
                       "every device is minted anew")
-    files: dict[str, tuple[str, int]] = {}  # the files in the folder (a sealed build's secrets are not)
-    for art in manifest.get("artifacts") or ():
-        if isinstance(art, dict) and isinstance(art.get("path"), str) and not art.get("sealed"):
-            files[art["path"]] = (art.get("sha256"), art.get("size"))
+    files = _listed(manifest.get("artifacts") or ())
     prev = PreviousBuild(path, manifest, files, device_records(manifest), sealed=bool(manifest.get("sealed_to")))
     fmt = manifest.get("format", 1)
     if fmt != MANIFEST_FORMAT:
@@ -122,6 +119,19 @@ def open_build(path: Path, fleet: str) -> tuple[PreviousBuild | None, str | None
     if problem:
         return _untrusted(prev, problem)
     return prev, None
+
+
+def _listed(artifacts) -> dict[str, tuple[str | None, int | None]]:
+    """path -> (sha256, size) of the artifacts in the folder (a sealed build's secrets are not)."""
+    try:  # a manifest as fleetpkg writes it: every artifact a dict with these keys
+        return {a["path"]: (a["sha256"], a["size"]) for a in artifacts if not a["sealed"] and type(a["path"]) is str}
+    except (KeyError, TypeError):
+        pass
+    files = {}
+    for art in artifacts:
+        if isinstance(art, dict) and isinstance(art.get("path"), str) and not art.get("sealed"):
+            files[art["path"]] = (art.get("sha256"), art.get("size"))
+    return files
 
 
 def _untrusted(prev: PreviousBuild, reason: str) -> tuple[PreviousBuild, str]:
@@ -148,8 +158,9 @@ def _sums_problem(root: Path, files: dict) -> str | None:
         sums[name] = digest
     if len(sums) != len(files):
         return f"{SUMS} lists {len(sums)} files, manifest.json {len(files)}"
+    agree = sums == {rel: digest for rel, (digest, _size) in files.items()}  # compared in C; the loop names one
     for rel, (digest, _size) in files.items():
-        if sums.get(rel) != digest:
+        if not agree and sums.get(rel) != digest:
             return f"{SUMS} and manifest.json disagree about {rel}"
         if not _plain(rel):
             return f"manifest.json lists an unsafe path {rel!r}"
@@ -158,7 +169,8 @@ def _sums_problem(root: Path, files: dict) -> str | None:
 
 def _plain(rel: str) -> bool:
     """A relative path inside the build: no leading '/', no '..' part (checked without pathlib)."""
-    return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/") and "\0" not in rel
+    return (bool(rel) and rel[0] != "/" and (".." not in rel or ".." not in rel.split("/"))
+            and "\0" not in rel)
 
 
 # -- file checks (run in worker processes) -----------------------------------------------------------
