@@ -441,6 +441,10 @@ def test_the_trust_check_in_worker_processes_finds_what_one_process_finds(tmp_pa
     assert check_previous_files(root, items, 2) == expected
     if multiprocessing.get_start_method() == "fork":  # the workers run the patched function
         assert len(log.read_text().splitlines()) == inodes
+    spawn = multiprocessing.get_context("spawn")  # as on macOS: the items are pickled, not inherited
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: spawn if method is None else
+                        multiprocessing.context._default_context.get_context(method))
+    assert check_previous_files(root, items, 2) == expected
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -528,6 +532,19 @@ def test_a_build_moved_aside_by_a_killed_publish_is_put_back_and_used(fleet):
         assert (out / "profiles" / "devices" / f"{host}.mobileconfig").read_bytes() == \
             before[f"profiles/devices/{host}.mobileconfig"]
     assert sorted(os.listdir(fleet.dist)) == [out.name]
+
+
+def test_workers_started_by_spawn_as_on_macos_carry_every_mac(fleet):
+    spawn = ("import multiprocessing, sys; multiprocessing.set_start_method('spawn'); "
+             "from builder.cli import main; main()")  # workers get their jobs pickled, not inherited
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("SOURCE_DATE_EPOCH", None)
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", spawn, "build", str(fleet.config), "--at", AT, "--jobs", "2"],
+                       check=True, capture_output=True, env=env, timeout=300, cwd=REPO)
+    doc = changes(fleet.out())
+    assert doc["devices"]["unchanged"] == sorted(HOSTS) and doc["wrapper"] == "unchanged"
+    assert sums_ok(fleet.out())
 
 
 def test_carried_files_are_links_and_rebuilds_never_write_through_them(fleet):
