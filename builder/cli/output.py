@@ -7,16 +7,16 @@ import sys
 from typing import Any
 
 
-class Raw(str):
-    """An item of a top-level list that is JSON text already, exactly as the compact encoder
-    would write it (keys sorted): a large build's 60,000 artifact rows are formatted directly."""
+class RawItems(list):
+    """A top-level list whose items are JSON text already, exactly as the compact encoder would
+    write them (keys sorted): a large build's 60,000 artifact rows are formatted directly."""
 
 
 def emit_json(doc: Any, *, one_item_per_line: bool = False) -> None:
     """Write exactly one JSON document to stdout: sorted keys so output is stable.
 
     one_item_per_line: the top-level lists (a large build's artifacts and devices) get one
-    compact item per line, written by json's C encoder (or given as Raw); the indented form of
+    compact item per line, written by json's C encoder (or given as RawItems); the indented form of
     json.dumps takes seconds for 80,000 artifacts."""
     if not one_item_per_line or not isinstance(doc, dict):
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
@@ -26,7 +26,7 @@ def emit_json(doc: Any, *, one_item_per_line: bool = False) -> None:
     for key in sorted(doc):
         value = doc[key]
         if isinstance(value, list) and value:
-            text = "[\n    " + ",\n    ".join(v if type(v) is Raw else encode(v) for v in value) + "\n  ]"
+            text = "[\n    " + ",\n    ".join(value if type(value) is RawItems else map(encode, value)) + "\n  ]"
         else:
             text = json.dumps(value, indent=2, sort_keys=True, default=str).replace("\n", "\n  ")
         parts.append(f"  {encode(key)}: {text}")
