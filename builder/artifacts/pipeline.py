@@ -13,6 +13,7 @@ hand the secret bytes back, and the parent seals them (builder/artifacts/seal.py
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import os
 import signal
@@ -528,6 +529,7 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         return outcomes
     chunk = max(1, min(64, total // (workers * 8)))
     spans = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
+    gc.freeze()  # see _forking
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True, wires)) as pool:
         try:
             for items in pool.map(_device_span, spans):
@@ -600,6 +602,7 @@ def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
     if workers <= 1 or len(items) < 1000:
         return check_files(root, items)
     problems: list[tuple[int, str]] = []
+    gc.freeze()  # see _forking
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items)) as pool:
         for found in pool.map(_check_part, parts(items, workers)):
             problems += found
@@ -746,6 +749,22 @@ def _load_profile_signer(config, resolver):
 
 # -- the whole build -----------------------------------------------------------------------------
 
+def _forking(build: Callable[..., BuildResult]) -> Callable[..., BuildResult]:
+    """The build freezes the cyclic collector's view of its objects before it forks its worker
+    pools (gc.freeze, as the gc module's documentation advises for fork without exec): the workers'
+    collections then leave the parent's objects (and their memory pages) alone, and the parent's
+    own later collections stop rescanning the previous manifest and the device records, hundreds
+    of thousands of objects that a large rebuild keeps to its end. Thawed when the build ends."""
+    @functools.wraps(build)
+    def run(*args, **kwargs) -> BuildResult:
+        try:
+            return build(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+    return run
+
+
+@_forking
 def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] = lambda _m: None) -> BuildResult:
     from ..certs import is_self_signed, load_ca_files
