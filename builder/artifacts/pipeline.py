@@ -529,7 +529,6 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         return outcomes
     chunk = max(1, min(64, total // (workers * 8)))
     spans = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
-    gc.freeze()  # see _forking
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True, wires)) as pool:
         try:
             for items in pool.map(_device_span, spans):
@@ -602,7 +601,6 @@ def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
     if workers <= 1 or len(items) < 1000:
         return check_files(root, items)
     problems: list[tuple[int, str]] = []
-    gc.freeze()  # see _forking
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items)) as pool:
         for found in pool.map(_check_part, parts(items, workers)):
             problems += found
@@ -863,6 +861,7 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                                   tuple(munki_names.get(d.hostname, ()))))
         workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
 
+        gc.freeze()  # before the worker pools fork (_forking)
         with staged_output(final, seal=seal, log=log) as stage:
             # 0. trust: the previous build's files are what its manifest says (every one hashed)
             if carry:
