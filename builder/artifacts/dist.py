@@ -16,11 +16,13 @@ still lists them, with `"sealed": true`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,7 +157,10 @@ class Staging:
         sha256 = hashlib.sha256(data).hexdigest()
         same = self.reuse.get(self._clean(rel))
         if same is not None and same[1:] == (sha256, len(data)) and not secret and mode == 0o644:
-            return self.link(same[0], rel, kind=kind, secret=False, signed=signed, sha256=sha256, size=len(data))
+            try:
+                return self.link(same[0], rel, kind=kind, secret=False, signed=signed, sha256=sha256, size=len(data))
+            except OSError:
+                pass  # the previous build's copy is gone: the bytes are in hand
         with os.fdopen(create_file(out, mode), "wb") as fh:
             fh.write(data)
             os.fchmod(fh.fileno(), mode)  # O_CREAT's mode is filtered by the umask
@@ -169,7 +174,10 @@ class Staging:
         self.docs[clean] = key
         same = self.reuse.get(clean)
         if same is not None and self.reuse_docs.get(clean) == key:
-            return self.link(same[0], clean, kind=kind, secret=False, signed=None, sha256=same[1], size=same[2])
+            try:
+                return self.link(same[0], clean, kind=kind, secret=False, signed=None, sha256=same[1], size=same[2])
+            except OSError:
+                pass  # the previous build's copy is gone: render it again
         return self.write(clean, render(), kind=kind)
 
     def hold(self, rel: str, data: bytes) -> None:
@@ -224,8 +232,7 @@ class Staging:
         except FileExistsError:
             raise BuildError(f"internal error: {rel} was staged twice") from None
         except OSError:
-            fd = create_file(out, 0o600 if secret else 0o644)
-            with os.fdopen(fd, "wb") as dst, open(src, "rb") as inp:
+            with _open_regular(src) as inp, os.fdopen(create_file(out, 0o600 if secret else 0o644), "wb") as dst:
                 shutil.copyfileobj(inp, dst, 1 << 20)
                 os.fchmod(dst.fileno(), 0o600 if secret else 0o644)
         return self.record(Artifact(self._clean(rel), kind, sha256, size, secret, signed))
@@ -306,6 +313,15 @@ def write_manifest(path: Path, meta: dict, artifacts: list[Artifact]) -> None:
             value_text = encode(value)
         parts.append(f"  {encode(key)}: {value_text}")
     path.write_text("{\n" + ",\n".join(parts) + "\n}\n")
+
+
+def _open_regular(path: str | Path):
+    """A regular file, open for reading; anything else (a FIFO would block the build) is an OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
 
 
 def create_file(path: str | Path, mode: int) -> int:

@@ -20,6 +20,7 @@ import signal
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -155,9 +156,8 @@ def _init_worker(settings: DeviceSettings, in_worker: bool = False, jobs: Sequen
 
     _settings, _jobs = settings, jobs
     _stage = Staging(settings.staging) if settings.staging is not None else None
-    if in_worker:  # a forked worker inherits the build's SIGTERM handler (staged_output's cleanup),
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # but the pool stops its workers with SIGTERM
-        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if in_worker:
+        _become_worker()
     _cas[:] = [x509.load_der_x509_certificate(d) for d in settings.ca_ders]
     _signer = None
     if settings.profile_signer_pem:
@@ -168,6 +168,13 @@ def _init_worker(settings: DeviceSettings, in_worker: bool = False, jobs: Sequen
         key_pem, cert_der, chain = settings.profile_signer_pem
         _signer = ProfileSigner(x509.load_der_x509_certificate(cert_der), load_pem_private_key(key_pem, None),
                                 tuple(x509.load_der_x509_certificate(c) for c in chain))
+
+
+def _become_worker() -> None:
+    """A forked worker inherits the build's SIGTERM handler (staged_output's cleanup), but the pool
+    stops its workers with SIGTERM; and it ends when its build is gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -222,7 +229,10 @@ def _carry_file(previous: Path, src: str, rel: str, kind: str, sha256: str, size
     link, or (a sealed build) its bytes, checked against the digest the trust check verified."""
     path = f"{previous}/{src}"
     if _stage is not None:
-        _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
+        try:
+            _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
+        except OSError as exc:
+            raise _PreviousUnusable(_unusable(src, exc)) from None
         return
     with open(path, "rb") as fh:
         data = fh.read()
@@ -238,10 +248,31 @@ def _device_work(wire: tuple) -> tuple[str, object]:
     the dataclasses cost several times more, in the parent as much as in the workers."""
     try:
         return "ok", _outcome_wire(build_device(DeviceJob(*wire), _settings, _cas, _signer))
-    except FleetpkgError as exc:
+    except (FleetpkgError, _PreviousUnusable) as exc:
         if _stage is not None:
             _stage.drain()
-        return "error", str(exc)
+        return "untrusted" if isinstance(exc, _PreviousUnusable) else "error", str(exc)
+
+
+class _PreviousUnusable(Exception):
+    """A file of the previous build could not be carried forward (missing, unreadable): the trust
+    check will reject that build, so the build starts again without it (_LateDistrust)."""
+
+
+class _LateDistrust(Exception):
+    """The previous build at `root` failed the trust check that ran beside this build (or a file
+    of it could not be carried): nothing was published, and the build runs again distrusting it."""
+
+    def __init__(self, root: Path | None, reason: str):
+        super().__init__(reason)
+        self.root, self.reason = root, reason
+
+
+def _unusable(rel: str, exc: OSError) -> str:
+    """What the trust check would say about a file that could not be carried forward."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{rel} is missing"
+    return f"{rel} cannot be read ({exc.strerror or exc})"
 
 
 def _names(cls) -> tuple[str, ...]:
@@ -516,6 +547,8 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         kind, value = item
         if kind == "error":
             raise CertificateError(value)
+        if kind == "untrusted":
+            raise _LateDistrust(settings.carry_from, value)
         outcome = _outcome_from_wire(value)
         outcomes.append(take(outcome) if take else outcome)
         if progress:
@@ -538,8 +571,10 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
             raise BuildError("a worker process died (killed, or out of memory); the build stopped and "
                              "removed what it had written", hint="run the build again; try --jobs 1 if "
                              "memory is short") from None
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException as exc:
+            # a build that starts again (_LateDistrust) lets its workers finish first: no file of
+            # theirs may land in the staging folder after it is removed
+            pool.shutdown(wait=isinstance(exc, _LateDistrust), cancel_futures=True)
             raise
     return outcomes
 
@@ -582,9 +617,12 @@ def seal_for(config, options: BuildOptions):
 _check_items: tuple = (None, ())  # the trust check's (root, items), set in its workers by _init_check
 
 
-def _init_check(root: Path, items: list) -> None:
+def _init_check(root: Path, items: list, background: bool = False) -> None:
     global _check_items
     _check_items = (root, items)
+    _become_worker()
+    if background and hasattr(os, "nice"):
+        os.nice(10)  # the build's own workers first: the check takes the time they leave idle
 
 
 def _check_part(positions: list[int]) -> list[tuple[int, str]]:
@@ -605,6 +643,46 @@ def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
         for found in pool.map(_check_part, parts(items, workers)):
             problems += found
     return [problem for _position, problem in sorted(problems)]
+
+
+LATE_CHECK_FILES = 1000  # a previous build of this many files is checked beside the build (_LateCheck)
+
+
+class _LateCheck:
+    """check_previous_files in background processes (one fewer than the build's workers, at a
+    lower priority) while the build carries the files forward and goes on: the hashing runs in the
+    time the build's serial steps (the targets, DEPLOY.md, the manifest) leave a core idle, and its
+    verdict is awaited before the new build is published; a failed one discards the new build
+    (_LateDistrust). Only for builds whose workers link the previous files without reading them."""
+
+    def __init__(self, root: Path, items: list, workers: int):
+        from .previous import parts
+
+        count = max(1, workers - 1)
+        self._pool = ProcessPoolExecutor(max_workers=count, initializer=_init_check, initargs=(root, items, True))
+        self._futures = [self._pool.submit(_check_part, part) for part in parts(items, count)]
+        weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)  # a failed build stops it
+
+    def result(self) -> list[str]:
+        try:
+            problems = sorted(p for future in self._futures for p in future.result())
+        finally:
+            self._pool.shutdown()
+        return [problem for _position, problem in problems]
+
+
+def _trust_problem(problems: list[str]) -> str:
+    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+def _carry_previous(stage, root: Path, rel: str, **record) -> None:
+    """A file of the previous build linked into this one by the parent (the wrapper, a signed
+    fleet profile); one that cannot be is the trust check's failure, found early."""
+    try:
+        stage.link(root / rel, rel, **record)
+    except OSError as exc:
+        raise _LateDistrust(root, _unusable(rel, exc)) from None
 
 
 # -- the wrapper ---------------------------------------------------------------------------------
@@ -765,6 +843,14 @@ def _forking(build: Callable[..., BuildResult]) -> Callable[..., BuildResult]:
 @_forking
 def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] = lambda _m: None) -> BuildResult:
+    try:
+        return _build(config, options, progress=progress, log=log)
+    except _LateDistrust as late:  # nothing was published: again, with that previous build distrusted
+        return _build(config, options, progress=progress, log=log, distrusted=late)
+
+
+def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None,
+           log: Callable[[str], None], distrusted: _LateDistrust | None = None) -> BuildResult:
     from ..certs import is_self_signed, load_ca_files
     from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
                           compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
@@ -834,6 +920,9 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             log(line)
         prev, passed_over = locate(options.out_dir, fleet, options.previous)
         notes += passed_over
+        if distrusted is not None and prev is not None and prev.untrusted is None and prev.root == distrusted.root:
+            prev = prev.distrust(distrusted.reason)
+            notes.append(untrusted_note(prev))
         old = prev.manifest if prev is not None else None
         carry = prev is not None and prev.untrusted is None
         carry_devices = carry and not options.fresh and not prev.sealed
@@ -863,12 +952,21 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
 
         gc.freeze()  # before the worker pools fork (_forking)
         with staged_output(final, seal=seal, log=log) as stage:
-            # 0. trust: the previous build's files are what its manifest says (every one hashed)
+            # 0. trust: the previous build's files are what its manifest says (every one hashed),
+            # checked beside the build when its workers only link them (verdict before publishing)
+            late = None
             if carry:
-                problems = check_previous_files(prev.root, listed_files(prev), workers)
+                items = listed_files(prev)
+                reads = carry_devices and _identity_packages(config.targets) and (  # packages rebuilt from its profiles
+                    (old or {}).get("identity_inputs") != identity_in
+                    or any(j.previous is not None and j.previous.get("identity_pkg") not in prev.files for j in jobs))
+                if workers > 1 and len(items) >= LATE_CHECK_FILES and not stage.sealed and not reads:
+                    late = _LateCheck(prev.root, items, workers)
+                    problems = []
+                else:
+                    problems = check_previous_files(prev.root, items, workers)
                 if problems:
-                    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
-                    prev = prev.distrust(problems[0] + more)
+                    prev = prev.distrust(_trust_problem(problems))
                     notes.append(untrusted_note(prev))
                     carry = carry_devices = False
                     wrapper_src, signed_fleet = None, {}
@@ -907,8 +1005,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             if wrapper_src is not None:
                 sha256, size = prev.files[wrapper_rel]
                 signed_by = wrapper_src.get("signed_by")
-                stage.link(prev.root / wrapper_rel, wrapper_rel, kind="wrapper-pkg", secret=False, signed=signed_by,
-                           sha256=sha256, size=size)
+                _carry_previous(stage, prev.root, wrapper_rel, kind="wrapper-pkg", secret=False, signed=signed_by,
+                                sha256=sha256, size=size)
                 receipts = [Receipt(*r) for r in wrapper_src["receipts"]]  # identifier, version, kbytes, onConclusion
             else:
                 unsigned = tmp / "wrapper-unsigned.pkg"
@@ -939,8 +1037,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                     subject = profile_signer.subject
                     if name in signed_fleet:
                         sha256, size = prev.files[signed_rel]
-                        stage.link(prev.root / signed_rel, signed_rel, kind=f"{name}-profile-signed", secret=False,
-                                   signed=subject, sha256=sha256, size=size)
+                        _carry_previous(stage, prev.root, signed_rel, kind=f"{name}-profile-signed", secret=False,
+                                        signed=subject, sha256=sha256, size=size)
                     else:
                         stage.write(signed_rel, sign_profile(xml, profile_signer), kind=f"{name}-profile-signed",
                                     signed=subject)
@@ -1003,6 +1101,10 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                                          for r in receipts]},
                 "devices": sorted(records, key=lambda r: r["hostname"])})
             artifacts = stage.artifacts
+            if late is not None:
+                problems = late.result()
+                if problems:
+                    raise _LateDistrust(prev.root, _trust_problem(problems))
     return BuildResult(final, info, results, artifacts, notes, warnings, change_doc)
 
 

@@ -9,8 +9,9 @@ Trusted only when everything it vouches for holds: its manifest is of this fleet
 of the same fleet, SHA256SUMS lists exactly the manifest's files with the same digests, and every
 listed file exists with its listed size and SHA-256 (each file hashed once, however many hard
 links it has). Any failure makes the whole build untrusted, with a one-line reason: nothing is
-carried forward from it and every device is re-minted. The hashing runs in the build's worker
-processes (check_files).
+carried forward from it and every device is re-minted. The hashing runs in worker processes
+(check_part, on parts of the files grouped by name); for a large build, beside the build itself,
+whose verdict is awaited before publishing (builder/artifacts/pipeline.py, _LateCheck).
 
 Where the sealed identity comes from: the previous build's unsigned device profile, which already
 holds the PKCS#12 and its password (and is a secret, 0600 artifact), so carrying forward needs no

@@ -404,8 +404,9 @@ def test_the_trust_check_in_worker_processes_finds_what_one_process_finds(tmp_pa
         (root / folder).mkdir(parents=True)
     for i in range(400):
         data = f"profile {i:04d} ".encode() * 40
-        os.link(_write(root / "profiles" / f"mac{i:04d}.mobileconfig", data), root / "jamf" / f"mac{i:04d}.mobileconfig")
-        os.link(root / "profiles" / f"mac{i:04d}.mobileconfig", root / "intune" / f"mac{i:04d}.mobileconfig")
+        profile = _write(root / "profiles" / f"mac{i:04d}.mobileconfig", data)
+        os.link(profile, root / "jamf" / profile.name)
+        os.link(profile, root / "intune" / profile.name)
         for folder in ("intune", "jamf", "profiles"):
             items.append((f"{folder}/mac{i:04d}.mobileconfig", hashlib.sha256(data).hexdigest(), len(data)))
     items.sort()
@@ -450,6 +451,74 @@ def test_the_trust_check_in_worker_processes_finds_what_one_process_finds(tmp_pa
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+MANY = [f"mac{i:03d}" for i in range(130)]  # 8 files a Mac: over LATE_CHECK_FILES, checked beside the rebuild
+
+
+@pytest.fixture(scope="module")
+def large_template(template, tmp_path_factory) -> Fleet:
+    from builder.artifacts.pipeline import LATE_CHECK_FILES
+
+    large = Fleet(tmp_path_factory.mktemp("large") / "fleet", template.ca)
+    shutil.copytree(template.root, large.root)
+    large.set_hosts(MANY)
+    assert len(MANY) * 8 > LATE_CHECK_FILES
+    fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
+    return large
+
+
+@pytest.fixture
+def large(large_template, tmp_path) -> Fleet:
+    root = tmp_path / "fleet"
+    subprocess.run(["cp", "-a", str(large_template.root), str(root)], check=True)  # the build's hard links too
+    return Fleet(root, large_template.ca)
+
+
+def _damage_a_profile(out: Path) -> None:
+    path = out / "profiles" / "devices" / "mac007.mobileconfig"
+    data = bytearray(path.read_bytes())
+    data[data.index(b"<string>") + 8] ^= 1  # same size, other bytes, in every hard link of it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_damage_a_profile, "intune/profiles/devices/mac007.mobileconfig does not match its manifest.json digest "
+                        "and 2 more problem(s)"),
+    (lambda out: (out / "profiles" / "devices" / "mac042.signed.mobileconfig").unlink(),  # a worker's link fails
+     "profiles/devices/mac042.signed.mobileconfig is missing"),
+    (lambda out: (out / f"demo-1E-Client-{VENDOR}-1.pkg").unlink(),  # the parent's link of the wrapper fails
+     f"demo-1E-Client-{VENDOR}-1.pkg is missing"),
+], ids=["altered", "missing-device-file", "missing-wrapper"])
+def test_a_large_previous_build_checked_beside_the_rebuild_is_distrusted_as_before(large, damage, reason):
+    """Over LATE_CHECK_FILES files, workers link the previous files while they are hashed beside
+    the build; the verdict comes before publishing, and a rejected build gives what the check done
+    first gives (--jobs 1): every Mac re-minted, one note, nothing of it in the new build."""
+    first = large.out()
+    damage(first)
+    before = snapshot(first)
+    docs = {}
+    for jobs in ("2", "1"):
+        other = large.root / f"jobs-{jobs}"
+        result = fleetpkg("build", large.config, "--at", AT, "--jobs", jobs, "-o", other, "--previous", first)
+        notes = [line for line in result.stderr.splitlines() if "previous build" in line]
+        assert len(notes) == 1 and f"not trusted ({reason})" in notes[0], result.stderr
+        out = other / f"demo-{VENDOR}-1"
+        assert sums_ok(out) and sorted(os.listdir(other)) == [out.name]
+        for host in MANY:
+            for rel in (f"profiles/devices/{host}.mobileconfig", f"identity/{host}.pkg"):
+                assert not (first / rel).exists() or (out / rel).stat().st_ino != (first / rel).stat().st_ino
+        docs[jobs] = changes(out)
+    assert snapshot(first) == before  # the previous build is left as it was
+    assert docs["2"] == docs["1"]
+    assert docs["2"]["devices"]["changed"] == sorted(MANY) and docs["2"]["note"] == reason
+
+
+def test_a_large_previous_build_checked_beside_the_rebuild_is_carried(large):
+    fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
+    doc = changes(large.out())
+    assert doc["devices"]["unchanged"] == sorted(MANY) and doc["wrapper"] == "unchanged"
+    assert sums_ok(large.out())
 
 
 def test_previous_build_of_an_older_fleetpkg_is_not_trusted(fleet):
