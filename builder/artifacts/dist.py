@@ -303,16 +303,18 @@ def write_manifest(path: Path, meta: dict, artifacts: list[Artifact]) -> None:
     rows = [f'{{"kind": {text(a.kind)}, "path": {text(a.path)}, "secret": {"true" if a.secret else "false"}, '
             f'"sha256": {text(a.sha256)}, "signed": {"null" if a.signed is None else text(a.signed)}, '
             f'"sealed": {"true" if a.sealed else "false"}, "size": {int(a.size)}}}' for a in artifacts]
-    parts = []
+    out = []  # pieces written as they are: a large fleet's manifest is ~20 MB, not copied to concatenate
     for key, value in sorted(dict(meta, artifacts=None).items()):
+        out += [",\n  " if out else "{\n  ", encode(key), ": "]
         if key == "artifacts":
-            value_text = "[\n    " + ",\n    ".join(rows) + "\n  ]" if rows else "[]"
+            out += ["[\n    ", ",\n    ".join(rows), "\n  ]"] if rows else ["[]"]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            value_text = "[\n    " + ",\n    ".join(encode(v) for v in value) + "\n  ]"
+            out += ["[\n    ", ",\n    ".join(map(encode, value)), "\n  ]"]
         else:
-            value_text = encode(value)
-        parts.append(f"  {encode(key)}: {value_text}")
-    path.write_text("{\n" + ",\n".join(parts) + "\n}\n")
+            out.append(encode(value))
+    out.append("\n}\n")
+    with path.open("w") as fh:
+        fh.writelines(out)
 
 
 def _open_regular(path: str | Path):

@@ -22,15 +22,16 @@ def emit_json(doc: Any, *, one_item_per_line: bool = False) -> None:
         sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
         return
     encode = json.JSONEncoder(sort_keys=True, default=str).encode
-    parts = []
+    out = []  # pieces written as they are (a large build's document is ~20 MB)
     for key in sorted(doc):
         value = doc[key]
+        out += [",\n  " if out else "{\n  ", encode(key), ": "]
         if isinstance(value, list) and value:
-            text = "[\n    " + ",\n    ".join(value if type(value) is RawItems else map(encode, value)) + "\n  ]"
+            out += ["[\n    ", ",\n    ".join(value if type(value) is RawItems else map(encode, value)), "\n  ]"]
         else:
-            text = json.dumps(value, indent=2, sort_keys=True, default=str).replace("\n", "\n  ")
-        parts.append(f"  {encode(key)}: {text}")
-    sys.stdout.write("{\n" + ",\n".join(parts) + "\n}\n")
+            out.append(json.dumps(value, indent=2, sort_keys=True, default=str).replace("\n", "\n  "))
+    out.append("\n}\n" if out else "{\n\n}\n")
+    sys.stdout.writelines(out)
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
