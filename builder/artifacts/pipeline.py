@@ -166,7 +166,10 @@ def _init_worker(settings: DeviceSettings, in_worker: bool = False, jobs: Sequen
         from ..profiles import ProfileSigner
 
         key_pem, cert_der, chain = settings.profile_signer_pem
-        _signer = ProfileSigner(x509.load_der_x509_certificate(cert_der), load_pem_private_key(key_pem, None),
+        # the parent loaded (and so checked) this very key: its RSA consistency checks, 33 ms per
+        # worker, are not run again
+        key = load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
+        _signer = ProfileSigner(x509.load_der_x509_certificate(cert_der), key,
                                 tuple(x509.load_der_x509_certificate(c) for c in chain))
 
 
