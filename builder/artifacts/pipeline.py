@@ -617,6 +617,7 @@ def seal_for(config, options: BuildOptions):
     return Seal(tuple(recipients), tuple(texts))
 
 
+POOLED_CHECK_FILES = 1000  # a previous build of this many files is checked in worker processes (_LateCheck)
 _check_items: tuple = (None, ())  # the trust check's (root, items), set in its workers by _init_check
 
 
@@ -639,16 +640,13 @@ def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
     (inherited, where processes are forked) and checks one part of them (previous.parts)."""
     from .previous import check_files, parts
 
-    if workers <= 1 or len(items) < 1000:
+    if workers <= 1 or len(items) < POOLED_CHECK_FILES:
         return check_files(root, items)
     problems: list[tuple[int, str]] = []
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items)) as pool:
         for found in pool.map(_check_part, parts(items, workers)):
             problems += found
     return [problem for _position, problem in sorted(problems)]
-
-
-LATE_CHECK_FILES = 1000  # a previous build of this many files is checked beside the build (_LateCheck)
 
 
 class _LateCheck:
@@ -846,14 +844,19 @@ def _forking(build: Callable[..., BuildResult]) -> Callable[..., BuildResult]:
 @_forking
 def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] = lambda _m: None) -> BuildResult:
-    try:
-        return _build(config, options, progress=progress, log=log)
-    except _LateDistrust as late:  # nothing was published: again, with that previous build distrusted
-        return _build(config, options, progress=progress, log=log, distrusted=late)
+    distrusted: dict[Path, str] = {}  # previous builds rejected by a check that ran beside the build
+    while True:
+        try:
+            return _build(config, options, progress=progress, log=log, distrusted=distrusted)
+        except _LateDistrust as late:  # nothing was published: again, with that previous build distrusted
+            if late.root is None or late.root in distrusted:
+                raise BuildError(f"internal error: previous build {late.root} rejected twice ({late.reason})") \
+                    from None
+            distrusted[late.root] = late.reason
 
 
 def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None,
-           log: Callable[[str], None], distrusted: _LateDistrust | None = None) -> BuildResult:
+           log: Callable[[str], None], distrusted: dict[Path, str]) -> BuildResult:
     from ..certs import is_self_signed, load_ca_files
     from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
                           compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
@@ -923,8 +926,8 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
             log(line)
         prev, passed_over = locate(options.out_dir, fleet, options.previous)
         notes += passed_over
-        if distrusted is not None and prev is not None and prev.untrusted is None and prev.root == distrusted.root:
-            prev = prev.distrust(distrusted.reason)
+        if prev is not None and prev.untrusted is None and prev.root in distrusted:
+            prev = prev.distrust(distrusted[prev.root])
             notes.append(untrusted_note(prev))
         old = prev.manifest if prev is not None else None
         carry = prev is not None and prev.untrusted is None
@@ -963,7 +966,7 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
                 reads = carry_devices and _identity_packages(config.targets) and (  # packages rebuilt from its profiles
                     (old or {}).get("identity_inputs") != identity_in
                     or any(j.previous is not None and j.previous.get("identity_pkg") not in prev.files for j in jobs))
-                if workers > 1 and len(items) >= LATE_CHECK_FILES and not stage.sealed and not reads:
+                if workers > 1 and len(items) >= POOLED_CHECK_FILES and not stage.sealed and not reads:
                     late = _LateCheck(prev.root, items, workers)
                     problems = []
                 else:

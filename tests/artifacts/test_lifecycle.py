@@ -453,17 +453,17 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-MANY = [f"mac{i:03d}" for i in range(130)]  # 8 files a Mac: over LATE_CHECK_FILES, checked beside the rebuild
+MANY = [f"mac{i:03d}" for i in range(130)]  # 8 files a Mac: over POOLED_CHECK_FILES
 
 
 @pytest.fixture(scope="module")
 def large_template(template, tmp_path_factory) -> Fleet:
-    from builder.artifacts.pipeline import LATE_CHECK_FILES
+    from builder.artifacts.pipeline import POOLED_CHECK_FILES
 
     large = Fleet(tmp_path_factory.mktemp("large") / "fleet", template.ca)
     shutil.copytree(template.root, large.root)
     large.set_hosts(MANY)
-    assert len(MANY) * 8 > LATE_CHECK_FILES
+    assert len(MANY) * 8 > POOLED_CHECK_FILES
     fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
     return large
 
@@ -491,7 +491,7 @@ def _damage_a_profile(out: Path) -> None:
      f"demo-1E-Client-{VENDOR}-1.pkg is missing"),
 ], ids=["altered", "missing-device-file", "missing-wrapper"])
 def test_a_large_previous_build_checked_beside_the_rebuild_is_distrusted_as_before(large, damage, reason):
-    """Over LATE_CHECK_FILES files, workers link the previous files while they are hashed beside
+    """Over POOLED_CHECK_FILES files, workers link the previous files while they are hashed beside
     the build; the verdict comes before publishing, and a rejected build gives what the check done
     first gives (--jobs 1): every Mac re-minted, one note, nothing of it in the new build."""
     first = large.out()
