@@ -58,7 +58,7 @@ def main() -> int:
     root, tmp = bench_fleet.work_folder(args.keep, "fleetpkg-bench-rebuild-")
     try:
         n = args.devices
-        print(f"machine: {bench_fleet.machine()}")
+        print(f"machine: {bench_fleet.machine()}; {bench_fleet.BYTECODE_NOTE}")
         t0 = time.perf_counter()
         fleet = root / "fleet"
         config = bench_fleet.make_fleet(fleet, n, args.keys, os.cpu_count() or 1, True)

@@ -50,8 +50,14 @@ STATUSES = ("added", "changed", "removed", "unchanged")
 
 def fingerprint(*parts) -> str:
     """SHA-256 (hex) of the parts' canonical JSON: equal inputs give equal fingerprints."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    if all(type(p) is str for p in parts):  # a device's inputs: the text json.dumps writes, without its setup
+        text = "[" + ",".join(map(_ascii, parts)) + "]"
+    else:
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+_ascii = json.encoder.encode_basestring_ascii
 
 
 def fleet_inputs(*, fleet: str, identifier: str, organization: str, ca_ders: Iterable[bytes],

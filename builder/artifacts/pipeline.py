@@ -12,12 +12,15 @@ hand the secret bytes back, and the parent seals them (builder/artifacts/seal.py
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import os
 import signal
 import tempfile
 import threading
 import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -28,6 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .buildinfo import BuildInfo, DeviceArtifacts, Receipt
+from .changes import classify, device_inputs
+from .checking import DeviceResult
+from .dist import Artifact, create_file, sha256_of
+from ..certs.model import ERROR, Finding
 from ..errors import BuildError, CertificateError, FleetpkgError
 from ..repro import build_datetime
 
@@ -143,17 +150,17 @@ _settings: DeviceSettings | None = None
 _cas: list[x509.Certificate] = []
 _signer = None
 _stage = None  # the worker's own Staging on the build's staging folder
+_jobs: Sequence[tuple] = ()  # every job of the build on the wire (a worker is handed spans of them)
 
 
-def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
-    global _settings, _signer, _stage
+def _init_worker(settings: DeviceSettings, in_worker: bool = False, jobs: Sequence[tuple] = ()) -> None:
+    global _settings, _signer, _stage, _jobs
     from .dist import Staging
 
-    _settings = settings
+    _settings, _jobs = settings, jobs
     _stage = Staging(settings.staging) if settings.staging is not None else None
-    if in_worker:  # a forked worker inherits the build's SIGTERM handler (staged_output's cleanup),
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # but the pool stops its workers with SIGTERM
-        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if in_worker:
+        _become_worker()
     _cas[:] = [x509.load_der_x509_certificate(d) for d in settings.ca_ders]
     _signer = None
     if settings.profile_signer_pem:
@@ -162,8 +169,18 @@ def _init_worker(settings: DeviceSettings, in_worker: bool = False) -> None:
         from ..profiles import ProfileSigner
 
         key_pem, cert_der, chain = settings.profile_signer_pem
-        _signer = ProfileSigner(x509.load_der_x509_certificate(cert_der), load_pem_private_key(key_pem, None),
+        # the parent loaded (and so checked) this very key: its RSA consistency checks, 33 ms per
+        # worker, are not run again
+        key = load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
+        _signer = ProfileSigner(x509.load_der_x509_certificate(cert_der), key,
                                 tuple(x509.load_der_x509_certificate(c) for c in chain))
+
+
+def _become_worker() -> None:
+    """A forked worker inherits the build's SIGTERM handler (staged_output's cleanup), but the pool
+    stops its workers with SIGTERM; and it ends when its build is gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -178,8 +195,6 @@ def _write_file(staging: Path | None, rel: str, data: bytes, kind: str, signer: 
     """A secret per-device file, 0600 from its creation (a new file: never written through a hard
     link into the previous build); with staging None (a sealed build) not written at all but
     handed back to the parent. The one place workers put secrets anywhere."""
-    from .dist import create_file
-
     digest = hashlib.sha256(data).hexdigest()
     if staging is None:
         return WrittenFile(rel, kind, True, signer, digest, len(data), data)
@@ -220,9 +235,12 @@ def _carry_file(previous: Path, src: str, rel: str, kind: str, sha256: str, size
     link, or (a sealed build) its bytes, checked against the digest the trust check verified."""
     if _settings.previous_secrets is not None:
         return _carry_sealed_file(_settings, src, rel, kind, sha256, files, signer)
-    path = os.path.join(previous, src)
+    path = f"{previous}/{src}"
     if _stage is not None:
-        _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
+        try:
+            _stage.link(path, rel, kind=kind, secret=True, signed=signer, sha256=sha256, size=size)
+        except OSError as exc:
+            raise _PreviousUnusable(_unusable(src, exc)) from None
         return
     with open(path, "rb") as fh:
         data = fh.read()
@@ -251,40 +269,68 @@ def _device_work(wire: tuple) -> tuple[str, object]:
     the dataclasses cost several times more, in the parent as much as in the workers."""
     try:
         return "ok", _outcome_wire(build_device(DeviceJob(*wire), _settings, _cas, _signer))
-    except FleetpkgError as exc:
+    except (FleetpkgError, _PreviousUnusable) as exc:
         if _stage is not None:
             _stage.drain()
-        return "error", str(exc)
+        return "untrusted" if isinstance(exc, _PreviousUnusable) else "error", str(exc)
+
+
+class _PreviousUnusable(Exception):
+    """A file of the previous build could not be carried forward (missing, unreadable): the trust
+    check will reject that build, so the build starts again without it (_LateDistrust)."""
+
+
+class _LateDistrust(Exception):
+    """The previous build at `root` failed the trust check that ran beside this build (or a file
+    of it could not be carried): nothing was published, and the build runs again distrusting it."""
+
+    def __init__(self, root: Path | None, reason: str):
+        super().__init__(reason)
+        self.root, self.reason = root, reason
+
+
+def _unusable(rel: str, exc: OSError) -> str:
+    """What the trust check would say about a file that could not be carried forward."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{rel} is missing"
+    return f"{rel} cannot be read ({exc.strerror or exc})"
+
+
+def _names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+_JOB_FIELDS, _FILE_FIELDS, _DEVICE_FIELDS = _names(DeviceJob), _names(WrittenFile), _names(DeviceArtifacts)
+
+
+def _device_span(span: tuple[int, int]) -> list[tuple[str, object]]:
+    """_device_work for the jobs start..stop: workers hold every job from their start (inherited
+    where processes fork), so no job crosses the pipe, only its outcome."""
+    return [_device_work(_jobs[i]) for i in range(*span)]
 
 
 def _job_wire(job: DeviceJob) -> tuple:
-    return tuple(os.fspath(v) if isinstance(v, Path) else v for v in (getattr(job, f.name) for f in fields(DeviceJob)))
+    return tuple(os.fspath(v) if isinstance(v, Path) else v for v in (getattr(job, n) for n in _JOB_FIELDS))
 
 
 def _outcome_wire(o: DeviceOutcome) -> tuple:
-    r = o.result
+    r, d = o.result, o.device
     return ((r.hostname, r.ok, r.not_after, tuple((f.rule, f.severity, f.message) for f in r.findings)),
-            tuple(tuple(getattr(f, n.name) for n in fields(WrittenFile)) for f in o.files),
+            tuple(tuple(getattr(f, n) for n in _FILE_FIELDS) for f in o.files),
             tuple((a.path, a.kind, a.sha256, a.size, a.secret, a.signed, a.sealed) for a in o.artifacts),
-            tuple(getattr(o.device, f.name) for f in fields(DeviceArtifacts)) if o.device else None, o.record)
+            tuple(getattr(d, n) for n in _DEVICE_FIELDS) if d else None, o.record)
 
 
 def _outcome_from_wire(wire: tuple) -> DeviceOutcome:
-    from ..certs.model import Finding
-    from .checking import DeviceResult
-    from .dist import Artifact
-
     (host, ok, not_after, findings), files, arts, device, record = wire
     return DeviceOutcome(DeviceResult(host, ok, not_after, tuple(Finding(*f) for f in findings)),
-                         tuple(WrittenFile(*f) for f in files), tuple(Artifact(*a) for a in arts),
+                         tuple(WrittenFile(*f) for f in files), tuple(map(Artifact._make, arts)),
                          DeviceArtifacts(*device) if device else None, record)
 
 
 def _pfx_sha256(path: Path) -> str | None:
     """The .pfx file's digest (an input of the device), or None when it cannot be read (load_pfx
     then says why)."""
-    from .dist import sha256_of
-
     try:
         return sha256_of(path)
     except OSError:
@@ -295,8 +341,6 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
     """One Mac: carried forward from the previous build when its inputs are unchanged, else its
     .pfx opened, linted and sealed into ONE macOS PKCS#12 + password that its profile and its
     identity package both carry."""
-    from .changes import device_inputs
-
     pfx_sha256 = _pfx_sha256(job.pfx)
     record = {"hostname": job.hostname, "serial": job.serial, "pfx": pfx_sha256,
               "inputs": device_inputs(s.fleet_digest, job.hostname, job.serial, pfx_sha256) if pfx_sha256 else None}
@@ -337,7 +381,7 @@ def build_device(job: DeviceJob, s: DeviceSettings, cas: list[x509.Certificate],
     if signer is not None:
         signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
         _keep(_write_file(s.staging, signed_rel, sign_profile(xml, signer), "device-profile-signed",
-                          signer.certificate.subject.rfc4514_string()), files)
+                          signer.subject), files)
     pkg_rel = None
     if s.identity_packages:
         ca_ders = tuple(c.public_bytes(Encoding.DER) for c in roots + intermediates)
@@ -350,9 +394,6 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
     re-judged at today's check time from the recorded validity dates; None when that is not
     possible (validity no longer clean, a file missing from the record, the sealed identity
     unreadable), and the caller then mints anew. Nothing is staged before that is decided."""
-    from .checking import DeviceResult
-    from .previous import sealed_identity
-
     prev = job.previous
     findings = _carried_findings(prev, s.at)
     known = {rel: (sha256, size) for rel, sha256, size in job.previous_files}
@@ -364,22 +405,25 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
         if s.carry_identity_pkgs and prev.get("identity_pkg") in known:
             pkg_src = prev["identity_pkg"]
         else:  # the package embeds the version: rebuild it around the same sealed identity
+            from .previous import sealed_identity
+
             sealed = sealed_identity(s.carry_from, profile, known[profile][0], s.previous_secrets)
             if sealed is None:
                 return None
 
     files: list[WrittenFile] = []
+    base = os.fspath(s.carry_from)
     rel = f"profiles/devices/{job.hostname}.mobileconfig"
-    _carry_file(s.carry_from, profile, rel, "device-profile", *known[profile], files)
+    _carry_file(base, profile, rel, "device-profile", *known[profile], files)
     signed_rel = None
     if signer is not None:
         signed_rel = f"profiles/devices/{job.hostname}.signed.mobileconfig"
-        _carry_file(s.carry_from, signed, signed_rel, "device-profile-signed", *known[signed], files,
-                    signer=signer.certificate.subject.rfc4514_string())
+        _carry_file(base, signed, signed_rel, "device-profile-signed", *known[signed], files,
+                    signer=signer.subject)
     pkg_rel = None
     if pkg_src is not None:
         pkg_rel = f"identity/{job.hostname}.pkg"
-        _carry_file(s.carry_from, pkg_src, pkg_rel, "identity-pkg", *known[pkg_src], files)
+        _carry_file(base, pkg_src, pkg_rel, "identity-pkg", *known[pkg_src], files)
     elif sealed is not None:
         pkg_rel = _identity_package(s, job.hostname, sealed.p12, sealed.password, sealed.ca_ders, files)
     record.update({k: prev[k] for k in VALIDITY_KEYS})
@@ -390,7 +434,6 @@ def _carry_device(job: DeviceJob, s: DeviceSettings, signer, record: dict) -> De
 def _finish_device(job: DeviceJob, s: DeviceSettings, result, record: dict, files: list, profile: str,
                    signed: str | None, pkg: str | None, *, carried: bool) -> DeviceOutcome:
     """Classify the device against the previous build, write its target files, hand over its records."""
-    from .changes import classify
     from .targets import write_device_targets
 
     record.update(profile=profile, signed_profile=signed, identity_pkg=pkg)
@@ -403,8 +446,8 @@ def _finish_device(job: DeviceJob, s: DeviceSettings, result, record: dict, file
                              s.version if pkg else None, change, tuple(reasons))
     if s.target_info is not None:
         if s.carry_from is not None:  # a target file whose bytes are the previous build's is linked
-            _stage.reuse = {rel: (os.path.join(s.carry_from, rel), sha256, size)
-                            for rel, sha256, size in job.previous_files}
+            base = os.fspath(s.carry_from)
+            _stage.reuse = {rel: (f"{base}/{rel}", sha256, size) for rel, sha256, size in job.previous_files}
             if job.previous and job.previous.get("munki_pkginfo") and job.previous.get("munki_doc"):
                 _stage.reuse_docs = {job.previous["munki_pkginfo"]: job.previous["munki_doc"]}
         try:
@@ -448,8 +491,7 @@ def _carried_findings(prev: dict, at: datetime) -> tuple | None:
     rules (validity, the chain's validity window) would not pass cleanly: the device is then
     checked from its .pfx like a new one."""
     from ..certs.chain import utc
-    from ..certs.model import ERROR, Finding
-    from ..certs.rules import RULES, validity_findings
+    from ..certs.rules import validity_findings
 
     try:
         start, end, chain_start, chain_end = (_parse_time(prev[k]) for k in VALIDITY_KEYS[:4])
@@ -460,10 +502,20 @@ def _carried_findings(prev: dict, at: datetime) -> tuple | None:
     if not chain_start <= at <= chain_end:
         return None
     validity = validity_findings(start, end, at)
-    if any(f.severity == ERROR for f in validity + kept):
+    found = kept + validity
+    if any(f.severity == ERROR for f in found):
         return None
-    order = {rule: i for i, rule in enumerate(RULES)}
-    return tuple(sorted(kept + validity, key=lambda f: order.get(f.rule, len(order))))
+    if len(found) > 1:
+        order = _rule_order()
+        found.sort(key=lambda f: order.get(f.rule, len(order)))
+    return tuple(found)
+
+
+@functools.cache
+def _rule_order() -> dict[str, int]:
+    from ..certs.rules import RULES
+
+    return {rule: i for i, rule in enumerate(RULES)}
 
 
 def identity_package_id(prefix: str, hostname: str) -> str:
@@ -516,6 +568,8 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         kind, value = item
         if kind == "error":
             raise CertificateError(value)
+        if kind == "untrusted":
+            raise _LateDistrust(settings.carry_from, value)
         outcome = _outcome_from_wire(value)
         outcomes.append(take(outcome) if take else outcome)
         if progress:
@@ -528,16 +582,20 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
             done(_device_work(wire))
         return outcomes
     chunk = max(1, min(64, total // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True)) as pool:
+    spans = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True, wires)) as pool:
         try:
-            for item in pool.map(_device_work, wires, chunksize=chunk):
-                done(item)
+            for items in pool.map(_device_span, spans):
+                for item in items:
+                    done(item)
         except BrokenProcessPool:
             raise BuildError("a worker process died (killed, or out of memory); the build stopped and "
                              "removed what it had written", hint="run the build again; try --jobs 1 if "
                              "memory is short") from None
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException as exc:
+            # a build that starts again (_LateDistrust) lets its workers finish first: no file of
+            # theirs may land in the staging folder after it is removed
+            pool.shutdown(wait=isinstance(exc, _LateDistrust), cancel_futures=True)
             raise
     return outcomes
 
@@ -610,24 +668,73 @@ def seal_for(config, options: BuildOptions):
     return Seal(tuple(recipients), tuple(texts))
 
 
-def _check_chunk(args) -> list[str]:
-    from .previous import check_files
+POOLED_CHECK_FILES = 1000  # a previous build of this many files is checked in worker processes (_LateCheck)
+_check_items: tuple = (None, ())  # the trust check's (root, items), set in its workers by _init_check
 
-    root, items = args
-    return check_files(root, items)
+
+def _init_check(root: Path, items: list, background: bool = False) -> None:
+    global _check_items
+    _check_items = (root, items)
+    _become_worker()
+    if background and hasattr(os, "nice"):
+        os.nice(10)  # the build's own workers first: the check takes the time they leave idle
+
+
+def _check_part(positions: list[int]) -> list[tuple[int, str]]:
+    from .previous import check_part
+
+    return check_part(*_check_items, positions)
 
 
 def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
-    """previous.check_files over `items`, across `workers` processes."""
-    from .previous import check_files, chunks
+    """previous.check_files over `items`, across `workers` processes: each gets the items once
+    (inherited, where processes are forked) and checks one part of them (previous.parts)."""
+    from .previous import check_files, parts
 
-    if workers <= 1 or len(items) < 1000:
+    if workers <= 1 or len(items) < POOLED_CHECK_FILES:
         return check_files(root, items)
-    problems: list[str] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for found in pool.map(_check_chunk, [(root, c) for c in chunks(items, workers * 4)]):
+    problems: list[tuple[int, str]] = []
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items)) as pool:
+        for found in pool.map(_check_part, parts(items, workers)):
             problems += found
-    return problems
+    return [problem for _position, problem in sorted(problems)]
+
+
+class _LateCheck:
+    """check_previous_files in background processes (one fewer than the build's workers, at a
+    lower priority) while the build carries the files forward and goes on: the hashing runs in the
+    time the build's serial steps (the targets, DEPLOY.md, the manifest) leave a core idle, and its
+    verdict is awaited before the new build is published; a failed one discards the new build
+    (_LateDistrust). Only for builds whose workers link the previous files without reading them."""
+
+    def __init__(self, root: Path, items: list, workers: int):
+        from .previous import parts
+
+        count = max(1, workers - 1)
+        self._pool = ProcessPoolExecutor(max_workers=count, initializer=_init_check, initargs=(root, items, True))
+        self._futures = [self._pool.submit(_check_part, part) for part in parts(items, count)]
+        weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)  # a failed build stops it
+
+    def result(self) -> list[str]:
+        try:
+            problems = sorted(p for future in self._futures for p in future.result())
+        finally:
+            self._pool.shutdown()
+        return [problem for _position, problem in problems]
+
+
+def _trust_problem(problems: list[str]) -> str:
+    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+def _carry_previous(stage, root: Path, rel: str, **record) -> None:
+    """A file of the previous build linked into this one by the parent (the wrapper, a signed
+    fleet profile); one that cannot be is the trust check's failure, found early."""
+    try:
+        stage.link(root / rel, rel, **record)
+    except OSError as exc:
+        raise _LateDistrust(root, _unusable(rel, exc)) from None
 
 
 # -- the wrapper ---------------------------------------------------------------------------------
@@ -770,15 +877,44 @@ def _load_profile_signer(config, resolver):
 
 # -- the whole build -----------------------------------------------------------------------------
 
+def _forking(build: Callable[..., BuildResult]) -> Callable[..., BuildResult]:
+    """The build freezes the cyclic collector's view of its objects before it forks its worker
+    pools (gc.freeze, as the gc module's documentation advises for fork without exec): the workers'
+    collections then leave the parent's objects (and their memory pages) alone, and the parent's
+    own later collections stop rescanning the previous manifest and the device records, hundreds
+    of thousands of objects that a large rebuild keeps to its end. Thawed when the build ends."""
+    @functools.wraps(build)
+    def run(*args, **kwargs) -> BuildResult:
+        try:
+            return build(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+    return run
+
+
+@_forking
 def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None = None,
               log: Callable[[str], None] = lambda _m: None) -> BuildResult:
-    from ..certs import is_self_signed, load_ca_files
+    distrusted: dict[Path, str] = {}  # previous builds rejected by a check that ran beside the build
+    while True:
+        try:
+            return _build(config, options, progress=progress, log=log, distrusted=distrusted)
+        except _LateDistrust as late:  # nothing was published: again, with that previous build distrusted
+            if late.root is None or late.root in distrusted:
+                raise BuildError(f"internal error: previous build {late.root} rejected twice ({late.reason})") \
+                    from None
+            distrusted[late.root] = late.reason
+
+
+def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None] | None,
+           log: Callable[[str], None], distrusted: dict[Path, str]) -> BuildResult:
+    from ..certs import load_ca_files
     from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
                           compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
     from .dist import describe_removed, remove_stale, staged_output
     from ..fleet.intake import resolve_vendor_package
     from ..fleet.passwords import PasswordResolver
-    from ..profiles import login_items_profile, render_xml, sign_profile, trust_profile
+    from ..profiles import render_xml, sign_profile
     from .buildinfo import Changes
     from .previous import OpenedSeal, listed_files, locate, open_sealed, sealed_listing, unopened_note, untrusted_note
     from .scripts import ScriptContext
@@ -843,6 +979,9 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             log(line)
         prev, passed_over = locate(options.out_dir, fleet, options.previous)
         notes += passed_over
+        if prev is not None and prev.untrusted is None and prev.root in distrusted:
+            prev = prev.distrust(distrusted[prev.root])
+            notes.append(untrusted_note(prev))
         old = prev.manifest if prev is not None else None
         carry = prev is not None and prev.untrusted is None
         carry_devices = carry and not options.fresh
@@ -858,7 +997,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 unsigned, signed = f"profiles/{name}.mobileconfig", f"profiles/{name}.signed.mobileconfig"
                 if prev.files.get(unsigned, (None,))[0] == hashlib.sha256(xml).hexdigest() and signed in prev.files:
                     signed_fleet[name] = signed
-        munki_names = host_names(config.devices) if config.targets.munki is not None else {}
+        munki = config.targets.munki  # the names only matter to identity items' installable_condition
+        munki_names = host_names(config.devices) if munki is not None and munki.identities else {}
         jobs = []
         for d, password in zip(config.devices, passwords):
             rec = prev.devices.get(d.hostname.casefold()) if prev is not None else None
@@ -869,19 +1009,30 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                                   tuple(munki_names.get(d.hostname, ()))))
         workers = min(options.jobs or os.cpu_count() or 1, max(1, len(jobs)))
 
+        gc.freeze()  # before the worker pools fork (_forking)
         with staged_output(final, seal=seal, log=log) as stage:
-            # 0. trust: the previous build's files are what its manifest says (every one hashed);
+            # 0. trust: the previous build's files are what its manifest says (every one hashed),
+            # checked beside the build when its workers only link them (verdict before publishing);
             # a sealed one's secret files too, when an identity opens its secrets.tar.age
             opened = OpenedSeal()
+            late = None
             if carry:
-                problems = check_previous_files(prev.root, listed_files(prev), workers)
-                if not problems and carry_devices and prev.sealed:
-                    carry_pkgs = old.get("identity_inputs") == identity_in
-                    opened = open_sealed(prev, previous_keys, stage.root, _sealed_wanted(jobs, carry_pkgs))
-                    problems = [opened.problem] if opened.problem else []
+                items = listed_files(prev)
+                reads = carry_devices and _identity_packages(config.targets) and (  # packages rebuilt from its profiles
+                    (old or {}).get("identity_inputs") != identity_in
+                    or any(j.previous is not None and j.previous.get("identity_pkg") not in prev.files for j in jobs))
+                if (workers > 1 and len(items) >= POOLED_CHECK_FILES and not stage.sealed and not reads
+                        and not (carry_devices and prev.sealed)):
+                    late = _LateCheck(prev.root, items, workers)
+                    problems = []
+                else:
+                    problems = check_previous_files(prev.root, items, workers)
+                    if not problems and carry_devices and prev.sealed:
+                        carry_pkgs = old.get("identity_inputs") == identity_in
+                        opened = open_sealed(prev, previous_keys, stage.root, _sealed_wanted(jobs, carry_pkgs))
+                        problems = [opened.problem] if opened.problem else []
                 if problems:
-                    more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
-                    prev = prev.distrust(problems[0] + more)
+                    prev = prev.distrust(_trust_problem(problems))
                     notes.append(untrusted_note(prev))
                     carry = carry_devices = False
                     wrapper_src, signed_fleet = None, {}
@@ -930,8 +1081,8 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
             if wrapper_src is not None:
                 sha256, size = prev.files[wrapper_rel]
                 signed_by = wrapper_src.get("signed_by")
-                stage.link(prev.root / wrapper_rel, wrapper_rel, kind="wrapper-pkg", secret=False, signed=signed_by,
-                           sha256=sha256, size=size)
+                _carry_previous(stage, prev.root, wrapper_rel, kind="wrapper-pkg", secret=False, signed=signed_by,
+                                sha256=sha256, size=size)
                 receipts = [Receipt(*r) for r in wrapper_src["receipts"]]  # identifier, version, kbytes, onConclusion
             else:
                 unsigned = tmp / "wrapper-unsigned.pkg"
@@ -959,11 +1110,11 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                 signed_rel = None
                 if profile_signer is not None:
                     signed_rel = f"profiles/{name}.signed.mobileconfig"
-                    subject = profile_signer.certificate.subject.rfc4514_string()
+                    subject = profile_signer.subject
                     if name in signed_fleet:
                         sha256, size = prev.files[signed_rel]
-                        stage.link(prev.root / signed_rel, signed_rel, kind=f"{name}-profile-signed", secret=False,
-                                   signed=subject, sha256=sha256, size=size)
+                        _carry_previous(stage, prev.root, signed_rel, kind=f"{name}-profile-signed", secret=False,
+                                        signed=subject, sha256=sha256, size=size)
                     else:
                         stage.write(signed_rel, sign_profile(xml, profile_signer), kind=f"{name}-profile-signed",
                                     signed=subject)
@@ -1028,6 +1179,10 @@ def run_build(config, options: BuildOptions, *, progress: Callable[[int, int], N
                                          for r in receipts]},
                 "devices": sorted(records, key=lambda r: r["hostname"])})
             artifacts = stage.artifacts
+            if late is not None:
+                problems = late.result()
+                if problems:
+                    raise _LateDistrust(prev.root, _trust_problem(problems))
     return BuildResult(final, info, results, artifacts, notes, warnings, change_doc)
 
 

@@ -9,8 +9,9 @@ Trusted only when everything it vouches for holds: its manifest is of this fleet
 of the same fleet, SHA256SUMS lists exactly the manifest's files with the same digests, and every
 listed file exists with its listed size and SHA-256 (each file hashed once, however many hard
 links it has). Any failure makes the whole build untrusted, with a one-line reason: nothing is
-carried forward from it and every device is re-minted. The hashing runs in the build's worker
-processes (check_files).
+carried forward from it and every device is re-minted. The hashing runs in worker processes
+(check_part, on parts of the files grouped by name); for a large build, beside the build itself,
+whose verdict is awaited before publishing (builder/artifacts/pipeline.py, _LateCheck).
 
 Where the sealed identity comes from: the previous build's unsigned device profile, which already
 holds the PKCS#12 and its password (and is a secret, 0600 artifact), so carrying forward needs no
@@ -116,10 +117,7 @@ def open_build(path: Path, fleet: str) -> tuple[PreviousBuild | None, str | None
     if manifest.get("fleet") != fleet:
         return None, (f"previous build {path} is a build of fleet {manifest.get('fleet')!r}, not {fleet!r}: "
                       "every device is minted anew")
-    files: dict[str, tuple[str, int]] = {}  # the files in the folder (a sealed build's secrets are not)
-    for art in manifest.get("artifacts") or ():
-        if isinstance(art, dict) and isinstance(art.get("path"), str) and not art.get("sealed"):
-            files[art["path"]] = (art.get("sha256"), art.get("size"))
+    files = _listed(manifest.get("artifacts") or ())
     prev = PreviousBuild(path, manifest, files, device_records(manifest), sealed=bool(manifest.get("sealed_to")))
     fmt = manifest.get("format", 1)
     if fmt != MANIFEST_FORMAT:
@@ -129,6 +127,19 @@ def open_build(path: Path, fleet: str) -> tuple[PreviousBuild | None, str | None
     if problem:
         return _untrusted(prev, problem)
     return prev, None
+
+
+def _listed(artifacts) -> dict[str, tuple[str | None, int | None]]:
+    """path -> (sha256, size) of the artifacts in the folder (a sealed build's secrets are not)."""
+    try:  # a manifest as fleetpkg writes it: every artifact a dict with these keys
+        return {a["path"]: (a["sha256"], a["size"]) for a in artifacts if not a["sealed"] and type(a["path"]) is str}
+    except (KeyError, TypeError):
+        pass
+    files = {}
+    for art in artifacts:
+        if isinstance(art, dict) and isinstance(art.get("path"), str) and not art.get("sealed"):
+            files[art["path"]] = (art.get("sha256"), art.get("size"))
+    return files
 
 
 def _untrusted(prev: PreviousBuild, reason: str) -> tuple[PreviousBuild, str]:
@@ -155,8 +166,9 @@ def _sums_problem(root: Path, files: dict) -> str | None:
         sums[name] = digest
     if len(sums) != len(files):
         return f"{SUMS} lists {len(sums)} files, manifest.json {len(files)}"
+    agree = sums == {rel: digest for rel, (digest, _size) in files.items()}  # compared in C; the loop names one
     for rel, (digest, _size) in files.items():
-        if sums.get(rel) != digest:
+        if not agree and sums.get(rel) != digest:
             return f"{SUMS} and manifest.json disagree about {rel}"
         if not _plain(rel):
             return f"manifest.json lists an unsafe path {rel!r}"
@@ -165,7 +177,8 @@ def _sums_problem(root: Path, files: dict) -> str | None:
 
 def _plain(rel: str) -> bool:
     """A relative path inside the build: no leading '/', no '..' part (checked without pathlib)."""
-    return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/") and "\0" not in rel
+    return (bool(rel) and rel[0] != "/" and (".." not in rel or ".." not in rel.split("/"))
+            and "\0" not in rel)
 
 
 # -- file checks (run in worker processes) -----------------------------------------------------------
@@ -173,18 +186,26 @@ def _plain(rel: str) -> bool:
 def check_files(root: Path, items: Sequence[tuple[str, str | None, int]]) -> list[str]:
     """Problems with (path, sha256 or None, size) items: missing, other size, other digest (hashed
     only when a digest is given). Hard links of one file are hashed once."""
+    return [problem for _position, problem in check_part(root, items, range(len(items)))]
+
+
+def check_part(root: Path, items: Sequence[tuple[str, str | None, int]],
+               positions: Sequence[int]) -> list[tuple[int, str]]:
+    """check_files over the items at `positions`, each problem with its item's position (the
+    problems of several parts are then put back in the items' order)."""
     problems = []
     hashed: dict[tuple[int, int], str] = {}
     base = os.fspath(root).rstrip("/")
-    for rel, digest, size in items:
+    for position in positions:
+        rel, digest, size = items[position]
         path = f"{base}/{rel}"
         try:
             st = os.stat(path)
         except OSError:
-            problems.append(f"{rel} is missing")
+            problems.append((position, f"{rel} is missing"))
             continue
         if st.st_size != size:
-            problems.append(f"{rel} is {st.st_size} bytes, manifest.json says {size}")
+            problems.append((position, f"{rel} is {st.st_size} bytes, manifest.json says {size}"))
             continue
         if digest is None:
             continue
@@ -193,10 +214,10 @@ def check_files(root: Path, items: Sequence[tuple[str, str | None, int]]) -> lis
             try:
                 hashed[key] = _sha256(path)
             except OSError as exc:
-                problems.append(f"{rel} cannot be read ({exc.strerror or exc})")
+                problems.append((position, f"{rel} cannot be read ({exc.strerror or exc})"))
                 continue
         if hashed[key] != digest:
-            problems.append(f"{rel} does not match its manifest.json digest")
+            problems.append((position, f"{rel} does not match its manifest.json digest"))
     return problems
 
 
@@ -204,9 +225,14 @@ def _sha256(path: str) -> str:
     return sha256_of(path)
 
 
-def chunks(items: list, count: int) -> list[list]:
-    size = max(1, -(-len(items) // max(1, count)))
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def parts(items: Sequence[tuple[str, str | None, int]], count: int) -> list[list[int]]:
+    """The items' positions in `count` parts of about equal size for check_part in parallel, in
+    the order of their file names: a Mac's profile and its hard-linked copies under jamf/ and
+    intune/ (one inode, one name) are then hashed by one worker, once, not by each."""
+    names = [rel.rpartition("/")[2] for rel, _digest, _size in items]
+    order = sorted(range(len(items)), key=names.__getitem__)
+    size = max(1, -(-len(order) // max(1, count)))
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def listed_files(prev: PreviousBuild) -> list[tuple[str, str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -59,8 +60,7 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
             "fleet": config.fleet.name, "ok": True, "version": result.info.version,
             "output": str(result.output),
             "sealed": any(a.sealed for a in result.artifacts),
-            "artifacts": [{"path": a.path, "kind": a.kind, "sha256": a.sha256, "size": a.size,
-                           "secret": a.secret, "signed": a.signed, "sealed": a.sealed} for a in result.artifacts],
+            "artifacts": artifact_rows(result.artifacts),
             "devices": [r.to_json() for r in results],
             "skipped_devices": list(result.info.skipped_devices),
             "summary": {"devices": len(results), "ok": len(results) - len(failed), "failed": len(failed),
@@ -103,6 +103,18 @@ def report_build(config_path: Path, *, out_dir: Path | None, as_json: bool, jobs
         lines.append(f"  how to deploy: {deploy}")
     click.echo("\n".join(lines))
     return EXIT_OK
+
+
+def artifact_rows(artifacts) -> list:
+    """build --json's artifact objects (keys sorted), formatted directly: what json's encoder
+    writes for each artifact's fields, in a fraction of the time for a large fleet."""
+    from .output import RawItems
+
+    text = json.encoder.encode_basestring_ascii
+    return RawItems(f'{{"kind": {text(a.kind)}, "path": {text(a.path)}, "sealed": {"true" if a.sealed else "false"}, '
+                    f'"secret": {"true" if a.secret else "false"}, "sha256": {text(a.sha256)}, '
+                    f'"signed": {"null" if a.signed is None else text(a.signed)}, "size": {int(a.size)}}}'
+                    for a in artifacts)
 
 
 def summarize_changes(changes: dict | None) -> dict | None:

@@ -24,6 +24,8 @@ def suggest(key: str, valid: tuple[str, ...] | list[str], what: str = "key",
 
 def named_path(root: Path, value: str) -> Path:
     """A path as a config names it: `~` expanded, relative to `root` (absolute when root is)."""
+    if value[:1] not in ("~", "/"):
+        return root / value  # the usual inventory row: a plain relative path
     rel = Path(value).expanduser()
     return rel if rel.is_absolute() else root / rel
 

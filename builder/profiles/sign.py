@@ -43,6 +43,11 @@ class ProfileSigner:
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     chain: tuple[x509.Certificate, ...] = ()
 
+    @functools.cached_property
+    def subject(self) -> str:
+        """The certificate's subject (RFC 4514), worked out once: every signed file records it."""
+        return self.certificate.subject.rfc4514_string()
+
 
 def _der_time(when: datetime) -> bytes:
     """RFC 5652 signingTime: UTCTime for 1950-2049, GeneralizedTime otherwise."""

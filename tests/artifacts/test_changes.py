@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from hypothesis import given, strategies as st
+
 from builder.artifacts.changes import change_set, device_inputs, fingerprint, fleet_inputs
 
 
@@ -64,3 +69,9 @@ def test_ca_order_does_not_matter_and_no_previous_means_everything_is_new():
     assert _fleet(ca_ders=[b"x", b"y"]) == _fleet(ca_ders=[b"y", b"x", b"x"])
     doc = change_set(None, _manifest(_fleet(), {"a": ("p1", None, "x1")}))
     assert doc["previous"] is None and doc["wrapper"] == "new" and doc["devices"]["added"] == ["a"]
+
+
+@given(st.lists(st.text(), max_size=5))
+def test_a_fingerprint_of_strings_is_the_sha256_of_their_canonical_json(parts):
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert fingerprint(*parts) == hashlib.sha256(text.encode("ascii")).hexdigest()  # as manifests recorded it

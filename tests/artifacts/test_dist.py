@@ -180,3 +180,40 @@ def test_remove_stale_puts_back_a_build_a_killed_publish_moved_aside(tmp_path):
     aside.mkdir()
     remove_stale(dist)
     assert os.listdir(dist) == ["demo-1.0-1"] and (dist / "demo-1.0-1" / "manifest.json").exists()
+
+
+def test_a_file_of_the_previous_build_that_cannot_be_linked(tmp_path, monkeypatch):
+    """Linked across file systems, only a regular file is copied (a FIFO would block the build);
+    a write that would have reused a previous file that is gone writes its bytes instead."""
+    import errno
+    import hashlib
+
+    from builder.artifacts import dist
+
+    old = tmp_path / "old"
+    old.mkdir()
+    os.mkfifo(old / "fifo")
+    (old / "plain").write_bytes(b"plain\n")
+    real_link = os.link
+
+    def cross_device(src, dst, *args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    with staged_output(tmp_path / "dist" / "demo-1") as stage:
+        monkeypatch.setattr(dist.os, "link", cross_device)
+        with pytest.raises(OSError, match="not a regular file"):
+            stage.link(old / "fifo", "fifo", kind="doc", secret=False, signed=None, sha256="0" * 64, size=0)
+        assert not stage.path("fifo").exists()
+        stage.link(old / "plain", "plain", kind="doc", secret=False, signed=None,
+                   sha256=hashlib.sha256(b"plain\n").hexdigest(), size=6)  # copied
+        monkeypatch.setattr(dist.os, "link", real_link)
+        stage.reuse = {"gone.txt": (str(old / "gone.txt"), hashlib.sha256(b"bytes\n").hexdigest(), 6)}
+        stage.write("gone.txt", b"bytes\n", kind="doc")
+        stage.reuse_docs = {"doc.txt": "key"}
+        stage.reuse["doc.txt"] = (str(old / "gone-doc.txt"), "1" * 64, 4)
+        stage.write_doc("doc.txt", "key", lambda: b"doc\n", kind="doc")
+        stage.finish({"fleet": "demo"})
+    final = tmp_path / "dist" / "demo-1"
+    assert (final / "plain").read_bytes() == b"plain\n" and (final / "gone.txt").read_bytes() == b"bytes\n"
+    assert (final / "doc.txt").read_bytes() == b"doc\n"
+    sums = subprocess.run([require_tool("sha256sum"), "-c", "SHA256SUMS"], cwd=final, capture_output=True)
+    assert sums.returncode == 0, sums.stdout

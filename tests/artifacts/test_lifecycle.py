@@ -392,6 +392,135 @@ def test_previous_build_whose_sums_disagree_is_not_trusted(fleet):
     _rebuild_distrusting(fleet, damage, "SHA256SUMS lists")
 
 
+def test_the_trust_check_in_worker_processes_finds_what_one_process_finds(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from builder.artifacts import previous
+    from builder.artifacts.pipeline import check_previous_files
+
+    root = tmp_path / "build"
+    items = []  # as a build's: each profile with two hard-linked copies (jamf/, intune/), manifest order
+    for folder in ("intune", "jamf", "profiles"):
+        (root / folder).mkdir(parents=True)
+    for i in range(400):
+        data = f"profile {i:04d} ".encode() * 40
+        profile = _write(root / "profiles" / f"mac{i:04d}.mobileconfig", data)
+        os.link(profile, root / "jamf" / profile.name)
+        os.link(profile, root / "intune" / profile.name)
+        for folder in ("intune", "jamf", "profiles"):
+            items.append((f"{folder}/mac{i:04d}.mobileconfig", hashlib.sha256(data).hexdigest(), len(data)))
+    items.sort()
+    damaged = bytearray((root / "profiles" / "mac0007.mobileconfig").read_bytes())
+    damaged[3] ^= 1
+    (root / "profiles" / "mac0007.mobileconfig").write_bytes(bytes(damaged))  # through all three links
+    (root / "jamf" / "mac0100.mobileconfig").unlink()
+    replaced = root / "intune" / "mac0200.mobileconfig"  # no longer a link: other bytes, the same size
+    replaced.unlink()
+    _write(replaced, bytes(len((root / "profiles" / "mac0200.mobileconfig").read_bytes())))
+    with open(root / "profiles" / "mac0300.mobileconfig", "ab") as fh:
+        fh.write(b"+")
+    expected = ["intune/mac0007.mobileconfig does not match its manifest.json digest",
+                "intune/mac0200.mobileconfig does not match its manifest.json digest",
+                "intune/mac0300.mobileconfig is 521 bytes, manifest.json says 520",
+                "jamf/mac0007.mobileconfig does not match its manifest.json digest",
+                "jamf/mac0100.mobileconfig is missing",
+                "jamf/mac0300.mobileconfig is 521 bytes, manifest.json says 520",
+                "profiles/mac0007.mobileconfig does not match its manifest.json digest",
+                "profiles/mac0300.mobileconfig is 521 bytes, manifest.json says 520"]
+    log = tmp_path / "hashed"
+    sha256 = previous._sha256
+
+    def counted(path: str) -> str:
+        with open(log, "a") as fh:  # O_APPEND: one line per hash, from every (forked) worker
+            fh.write(path + "\n")
+        return sha256(path)
+    monkeypatch.setattr(previous, "_sha256", counted)
+    assert previous.check_files(root, items) == expected
+    inodes = 400 - 1 + 1  # each inode once: mac0300's was judged by its size, mac0200's copy is one more
+    assert len(log.read_text().splitlines()) == inodes
+    log.unlink()
+    assert check_previous_files(root, items, 2) == expected
+    if multiprocessing.get_start_method() == "fork":  # the workers run the patched function
+        assert len(log.read_text().splitlines()) == inodes
+    spawn = multiprocessing.get_context("spawn")  # as on macOS: the items are pickled, not inherited
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: spawn if method is None else
+                        multiprocessing.context._default_context.get_context(method))
+    assert check_previous_files(root, items, 2) == expected
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+MANY = [f"mac{i:03d}" for i in range(130)]  # 8 files a Mac: over POOLED_CHECK_FILES
+
+
+@pytest.fixture(scope="module")
+def large_template(template, tmp_path_factory) -> Fleet:
+    from builder.artifacts.pipeline import POOLED_CHECK_FILES
+
+    large = Fleet(tmp_path_factory.mktemp("large") / "fleet", template.ca)
+    shutil.copytree(template.root, large.root)
+    large.set_hosts(MANY)
+    assert len(MANY) * 8 > POOLED_CHECK_FILES
+    fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
+    return large
+
+
+@pytest.fixture
+def large(large_template, tmp_path) -> Fleet:
+    root = tmp_path / "fleet"
+    subprocess.run(["cp", "-a", str(large_template.root), str(root)], check=True)  # the build's hard links too
+    return Fleet(root, large_template.ca)
+
+
+def _damage_a_profile(out: Path) -> None:
+    path = out / "profiles" / "devices" / "mac007.mobileconfig"
+    data = bytearray(path.read_bytes())
+    data[data.index(b"<string>") + 8] ^= 1  # same size, other bytes, in every hard link of it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_damage_a_profile, "intune/profiles/devices/mac007.mobileconfig does not match its manifest.json digest "
+                        "and 2 more problem(s)"),
+    (lambda out: (out / "profiles" / "devices" / "mac042.signed.mobileconfig").unlink(),  # a worker's link fails
+     "profiles/devices/mac042.signed.mobileconfig is missing"),
+    (lambda out: (out / f"demo-1E-Client-{VENDOR}-1.pkg").unlink(),  # the parent's link of the wrapper fails
+     f"demo-1E-Client-{VENDOR}-1.pkg is missing"),
+], ids=["altered", "missing-device-file", "missing-wrapper"])
+def test_a_large_previous_build_checked_beside_the_rebuild_is_distrusted_as_before(large, damage, reason):
+    """Over POOLED_CHECK_FILES files, workers link the previous files while they are hashed beside
+    the build; the verdict comes before publishing, and a rejected build gives what the check done
+    first gives (--jobs 1): every Mac re-minted, one note, nothing of it in the new build."""
+    first = large.out()
+    damage(first)
+    before = snapshot(first)
+    docs = {}
+    for jobs in ("2", "1"):
+        other = large.root / f"jobs-{jobs}"
+        result = fleetpkg("build", large.config, "--at", AT, "--jobs", jobs, "-o", other, "--previous", first)
+        notes = [line for line in result.stderr.splitlines() if "previous build" in line]
+        assert len(notes) == 1 and f"not trusted ({reason})" in notes[0], result.stderr
+        out = other / f"demo-{VENDOR}-1"
+        assert sums_ok(out) and sorted(os.listdir(other)) == [out.name]
+        for host in MANY:
+            for rel in (f"profiles/devices/{host}.mobileconfig", f"identity/{host}.pkg"):
+                assert not (first / rel).exists() or (out / rel).stat().st_ino != (first / rel).stat().st_ino
+        docs[jobs] = changes(out)
+    assert snapshot(first) == before  # the previous build is left as it was
+    assert docs["2"] == docs["1"]
+    assert docs["2"]["devices"]["changed"] == sorted(MANY) and docs["2"]["note"] == reason
+
+
+def test_a_large_previous_build_checked_beside_the_rebuild_is_carried(large):
+    fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
+    doc = changes(large.out())
+    assert doc["devices"]["unchanged"] == sorted(MANY) and doc["wrapper"] == "unchanged"
+    assert sums_ok(large.out())
+
+
 def test_previous_build_of_an_older_fleetpkg_is_not_trusted(fleet):
     def damage(out):
         manifest = json.loads((out / "manifest.json").read_text())
@@ -472,6 +601,19 @@ def test_a_build_moved_aside_by_a_killed_publish_is_put_back_and_used(fleet):
         assert (out / "profiles" / "devices" / f"{host}.mobileconfig").read_bytes() == \
             before[f"profiles/devices/{host}.mobileconfig"]
     assert sorted(os.listdir(fleet.dist)) == [out.name]
+
+
+def test_workers_started_by_spawn_as_on_macos_carry_every_mac(fleet):
+    spawn = ("import multiprocessing, sys; multiprocessing.set_start_method('spawn'); "
+             "from builder.cli import main; main()")  # workers get their jobs pickled, not inherited
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("SOURCE_DATE_EPOCH", None)
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", spawn, "build", str(fleet.config), "--at", AT, "--jobs", "2"],
+                       check=True, capture_output=True, env=env, timeout=300, cwd=REPO)
+    doc = changes(fleet.out())
+    assert doc["devices"]["unchanged"] == sorted(HOSTS) and doc["wrapper"] == "unchanged"
+    assert sums_ok(fleet.out())
 
 
 def test_carried_files_are_links_and_rebuilds_never_write_through_them(fleet):

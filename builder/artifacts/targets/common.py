@@ -32,7 +32,6 @@ def copy_artifact(stage, src_rel: str, dst_rel: str, *, kind: str, secret: bool 
         raise BuildError(f"internal error: {src_rel} was not staged before the targets ran") from None
     dst = stage.fspath(dst_rel)
     mode = 0o600 if secret else (0o755 if executable else 0o644)
-    known = stage.artifact(src_rel)
     if stat.S_IMODE(st.st_mode) == mode:
         try:
             os.link(src, dst)

@@ -115,10 +115,13 @@ class _Patterns:
         if hit is not None and base.endswith(hit[0]):
             suffix, later = hit
             best = len(base) - len(suffix)
-            if best > start and base[start:best] in self.hosts \
-                    and not any(base[start:best + o] in self.hosts for o in later):
-                name = base[:start] + "<hostname>" + suffix
-                return f"{folder}/{name}" if folder else name
+            if best > start and base[start:best] in self.hosts:
+                for o in later:
+                    if base[start:best + o] in self.hosts:
+                        break
+                else:
+                    name = base[:start] + "<hostname>" + suffix
+                    return f"{folder}/{name}" if folder else name
         pattern, suffix = _match(path, self.hosts, prefix)
         if suffix is not None:
             later = tuple(o for o in range(1, len(suffix)) if suffix[o] in ".-") + ((len(suffix),) if suffix else ())

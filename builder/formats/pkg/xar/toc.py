@@ -68,32 +68,34 @@ def _split_tag(tag: str) -> tuple[str, str]:
 def toc_bytes(root: ET.Element) -> bytes:
     """Serialise a TOC tree with a default-namespace xmlns where needed (no ns0: prefixes)."""
     out = ['<?xml version="1.0" encoding="UTF-8"?>\n']
-
-    def emit(el: ET.Element, default_ns: str) -> None:
-        ns, local = _split_tag(el.tag)
-        attrs = ""
-        if ns != default_ns:
-            attrs = f' xmlns="{_escape_attr(ns)}"'
-        for key, value in el.attrib.items():
-            if key.startswith("{"):
-                raise UnsupportedError(f"namespaced attribute {key!r} in TOC")
-            attrs += f' {key}="{_escape_attr(value)}"'
-        if el.text is None and len(el) == 0:
-            out.append(f"<{local}{attrs}/>")
-        else:
-            out.append(f"<{local}{attrs}>")
-            if el.text:
-                out.append(_escape_text(el.text))
-            for child in el:
-                if isinstance(child.tag, str):
-                    emit(child, ns)
-                if child.tail:
-                    out.append(_escape_text(child.tail))
-            out.append(f"</{local}>")
-
-    emit(root, "")
+    _emit(root, "", out)
     out.append("\n")
     return "".join(out).encode("utf-8")
+
+
+def _emit(el: ET.Element, default_ns: str, out: list[str]) -> None:
+    """One element and its subtree (a function of the module, not a closure: a recursive closure
+    is a reference cycle that only the cyclic collector frees, with whatever it holds)."""
+    ns, local = _split_tag(el.tag)
+    attrs = ""
+    if ns != default_ns:
+        attrs = f' xmlns="{_escape_attr(ns)}"'
+    for key, value in el.attrib.items():
+        if key.startswith("{"):
+            raise UnsupportedError(f"namespaced attribute {key!r} in TOC")
+        attrs += f' {key}="{_escape_attr(value)}"'
+    if el.text is None and len(el) == 0:
+        out.append(f"<{local}{attrs}/>")
+    else:
+        out.append(f"<{local}{attrs}>")
+        if el.text:
+            out.append(_escape_text(el.text))
+        for child in el:
+            if isinstance(child.tag, str):
+                _emit(child, ns, out)
+            if child.tail:
+                out.append(_escape_text(child.tail))
+        out.append(f"</{local}>")
 
 
 def sub_element(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:

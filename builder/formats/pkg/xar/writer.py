@@ -94,6 +94,16 @@ def _deflated(data: bytes) -> bytes:
     return b"".join([*(z.compress(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK)), z.flush()])
 
 
+def _walk(node: _Node, parent_el: ET.Element, order: list[tuple[_Node, ET.Element]]) -> None:
+    """The <file> elements below `node`, depth-first and name-sorted (a function of the module,
+    not a closure: a recursive closure is a reference cycle holding the whole tree)."""
+    for name in sorted(node.children):
+        child = node.children[name]
+        el = sub_element(parent_el, "file", id=str(len(order) + 1))
+        order.append((child, el))
+        _walk(child, el, order)
+
+
 class XarWriter:
     """Builds a xar file; data is spooled to a temp file so memory stays flat.
 
@@ -334,15 +344,7 @@ class XarWriter:
         """TOC <file> elements in depth-first, name-sorted order; ids and heap order follow it."""
         toc = ET.Element("toc")
         order: list[tuple[_Node, ET.Element]] = []
-
-        def walk(node: _Node, parent_el: ET.Element) -> None:
-            for name in sorted(node.children):
-                child = node.children[name]
-                el = sub_element(parent_el, "file", id=str(len(order) + 1))
-                order.append((child, el))
-                walk(child, el)
-
-        walk(self._root, toc)
+        _walk(self._root, toc, order)
         self._toc_el = toc
         return order
 
