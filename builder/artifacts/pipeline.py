@@ -584,6 +584,8 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
     chunk = max(1, min(64, total // (workers * 8)))
     spans = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True, wires)) as pool:
+        watch = threading.Event()
+        threading.Thread(target=_break_on_dead_worker, args=(pool, watch), daemon=True).start()
         try:
             for items in pool.map(_device_span, spans):
                 for item in items:
@@ -597,7 +599,30 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
             # theirs may land in the staging folder after it is removed
             pool.shutdown(wait=isinstance(exc, _LateDistrust), cancel_futures=True)
             raise
+        finally:
+            watch.set()
     return outcomes
+
+
+def _break_on_dead_worker(pool: ProcessPoolExecutor, done: threading.Event) -> None:
+    """A worker killed while writing its result leaves half a message in the result pipe, and
+    CPython 3.11's pool then waits for the rest forever (its manager thread blocks in recv, so it
+    never sees the dead worker). When a worker dies, stop the others and close the parent's own end
+    of that pipe: the manager reads end-of-file, marks the pool broken, and the build stops with
+    its one-line error instead of hanging."""
+    while not done.wait(0.2):
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        if not any(p.exitcode not in (None, 0) for p in procs):
+            continue
+        for p in procs:
+            if p.exitcode is None:
+                p.kill()
+        for p in procs:
+            p.join(5)
+        writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+        if writer is not None and not done.is_set():
+            writer.close()
+        return
 
 
 def _sealer(stage) -> Callable[[DeviceOutcome], DeviceOutcome]:
