@@ -66,11 +66,8 @@ def sha256_of(path: str | Path, small: int = 1 << 16) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """A staged file's digest when its writer did not report one (tests count these reads)."""
+    return sha256_of(path)
 
 
 @dataclass(frozen=True)
