@@ -24,6 +24,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -375,7 +376,27 @@ def remove_stale(parent: Path) -> list[Leftover]:
                     pass
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(Leftover(entry.name, files, secret))
+    _remove_stale_records(parent)
     return removed
+
+
+def _remove_stale_records(parent: Path) -> None:
+    """Records of published builds (builder/artifacts/verified.py) whose build is gone, and
+    unfinished ones whose writer is gone: no secret in them, so not reported."""
+    from .verified import RECORD_PREFIX
+
+    for entry in sorted(parent.glob(RECORD_PREFIX + "*")):
+        name = entry.name[len(RECORD_PREFIX):]
+        if name.endswith(".tmp"):
+            pid = name[:-len(".tmp")].rpartition(".")[2]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+        elif (parent / name).is_dir():
+            continue
+        try:
+            entry.unlink()
+        except OSError:
+            pass
 
 
 def describe_removed(removed: list[Leftover]) -> list[str]:
@@ -420,7 +441,8 @@ def staged_output(final: Path, *, seal: Seal | None = None,
         yield staging
         staging.close()
         os.chmod(tmp, 0o755)
-        _publish(tmp, final, block_signals=main, files=len(staging._artifacts))
+        listed = [a.path for a in staging.artifacts if not a.sealed]
+        _publish(tmp, final, block_signals=main, files=len(staging._artifacts), listed=listed)
     except BaseException:
         if staging is not None:
             staging.close()
@@ -431,7 +453,7 @@ def staged_output(final: Path, *, seal: Seal | None = None,
             signal.signal(signal.SIGTERM, previous)
 
 
-def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0) -> None:
+def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0, listed: list[str] | None = None) -> None:
     held = {signal.SIGINT, signal.SIGTERM}
     if block_signals:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -448,27 +470,39 @@ def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0) -> 
     finally:
         if block_signals:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-    if old is not None:
-        _discard(old, files)
+    _after_publish(final, old, files, listed)
 
 
-BACKGROUND_REMOVAL = 5000  # files: a superseded build this large is removed in the background
+BACKGROUND_REMOVAL = 5000  # files: a build this large is tidied up after in the background
 
 
-def _discard(folder: Path, files: int) -> None:
-    """Remove a superseded build. One of many files (a rebuild of a large fleet into the same
-    folder) is removed by a detached process, so the build returns as soon as the new one is
-    published: unlinking ~8 files per Mac is seconds of file-system work and nothing waits for
-    it. Anything it leaves (it was killed) is removed by the next build's remove_stale()."""
-    if files < BACKGROUND_REMOVAL or not hasattr(os, "fork"):
-        shutil.rmtree(folder, ignore_errors=True)
+def _after_publish(final: Path, old: Path | None, files: int, listed: list[str] | None) -> None:
+    """Remove the superseded build (if any). A build of many files (a large fleet) is then also
+    recorded as published (builder/artifacts/verified.py: the next build's trust check hashes only
+    what changed since), and a detached process does both, so the build returns as soon as the
+    new one is published: unlinking ~8 files per Mac is seconds of file-system work and nothing
+    waits for it. Whatever it leaves (it was killed) is removed by the next build's
+    remove_stale(); a missing record only makes the next trust check hash every file."""
+    from .verified import RACY_NS, write_record
+
+    if files < BACKGROUND_REMOVAL or not hasattr(os, "fork"):  # hashing a small build costs less than a record
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         return
+
+    def tidy() -> None:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)  # first: unlinking changes the carried files' ctime
+        if listed is not None:
+            time.sleep(RACY_NS / 1e9)  # so that the build's last writes are older than the record
+            write_record(final, listed, MANIFEST, SUMS)
+
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked processes
         try:
             if os.fork() == 0:  # the grandchild, re-parented to init: nobody has to reap it
                 os.setsid()
-                shutil.rmtree(folder, ignore_errors=True)
+                tidy()
         finally:
             os._exit(0)
     os.waitpid(child, 0)

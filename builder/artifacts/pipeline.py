@@ -694,12 +694,12 @@ def seal_for(config, options: BuildOptions):
 
 
 POOLED_CHECK_FILES = 1000  # a previous build of this many files is checked in worker processes (_LateCheck)
-_check_items: tuple = (None, ())  # the trust check's (root, items), set in its workers by _init_check
+_check_items: tuple = (None, (), None)  # the trust check's (root, items, known), set in its workers by _init_check
 
 
-def _init_check(root: Path, items: list, background: bool = False) -> None:
+def _init_check(root: Path, items: list, known=None, background: bool = False) -> None:
     global _check_items
-    _check_items = (root, items)
+    _check_items = (root, items, known)
     _become_worker()
     if background and hasattr(os, "nice"):
         os.nice(10)  # the build's own workers first: the check takes the time they leave idle
@@ -708,18 +708,20 @@ def _init_check(root: Path, items: list, background: bool = False) -> None:
 def _check_part(positions: list[int]) -> list[tuple[int, str]]:
     from .previous import check_part
 
-    return check_part(*_check_items, positions)
+    root, items, known = _check_items
+    return check_part(root, items, positions, known)
 
 
-def check_previous_files(root: Path, items: list, workers: int) -> list[str]:
+def check_previous_files(root: Path, items: list, workers: int, known=None) -> list[str]:
     """previous.check_files over `items`, across `workers` processes: each gets the items once
-    (inherited, where processes are forked) and checks one part of them (previous.parts)."""
+    (inherited, where processes are forked) and checks one part of them (previous.parts). `known`:
+    the build's record of its files (builder/artifacts/verified.py), or None."""
     from .previous import check_files, parts
 
     if workers <= 1 or len(items) < POOLED_CHECK_FILES:
-        return check_files(root, items)
+        return check_files(root, items, known)
     problems: list[tuple[int, str]] = []
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items, known)) as pool:
         for found in pool.map(_check_part, parts(items, workers)):
             problems += found
     return [problem for _position, problem in sorted(problems)]
@@ -732,11 +734,12 @@ class _LateCheck:
     verdict is awaited before the new build is published; a failed one discards the new build
     (_LateDistrust). Only for builds whose workers link the previous files without reading them."""
 
-    def __init__(self, root: Path, items: list, workers: int):
+    def __init__(self, root: Path, items: list, workers: int, known=None):
         from .previous import parts
 
         count = max(1, workers - 1)
-        self._pool = ProcessPoolExecutor(max_workers=count, initializer=_init_check, initargs=(root, items, True))
+        self._pool = ProcessPoolExecutor(max_workers=count, initializer=_init_check,
+                                         initargs=(root, items, known, True))
         self._futures = [self._pool.submit(_check_part, part) for part in parts(items, count)]
         weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)  # a failed build stops it
 
@@ -936,12 +939,13 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
     from ..certs import load_ca_files
     from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
                           compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
-    from .dist import describe_removed, remove_stale, staged_output
+    from .dist import MANIFEST, SUMS, describe_removed, remove_stale, staged_output
     from ..fleet.intake import resolve_vendor_package
     from ..fleet.passwords import PasswordResolver
     from ..profiles import render_xml, sign_profile
     from .buildinfo import Changes
     from .previous import OpenedSeal, listed_files, locate, open_sealed, sealed_listing, unopened_note, untrusted_note
+    from .verified import load_record
     from .scripts import ScriptContext
     from .targets import sections_of, write_deploy, write_targets
     from .targets.munki import host_names
@@ -1043,15 +1047,16 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
             late = None
             if carry:
                 items = listed_files(prev)
+                known = load_record(prev.root, [rel for rel, _digest, _size in items], MANIFEST, SUMS)
                 reads = carry_devices and _identity_packages(config.targets) and (  # packages rebuilt from its profiles
                     (old or {}).get("identity_inputs") != identity_in
                     or any(j.previous is not None and j.previous.get("identity_pkg") not in prev.files for j in jobs))
                 if (workers > 1 and len(items) >= POOLED_CHECK_FILES and not stage.sealed and not reads
                         and not (carry_devices and prev.sealed)):
-                    late = _LateCheck(prev.root, items, workers)
+                    late = _LateCheck(prev.root, items, workers, known)
                     problems = []
                 else:
-                    problems = check_previous_files(prev.root, items, workers)
+                    problems = check_previous_files(prev.root, items, workers, known)
                     if not problems and carry_devices and prev.sealed:
                         carry_pkgs = old.get("identity_inputs") == identity_in
                         opened = open_sealed(prev, previous_keys, stage.root, _sealed_wanted(jobs, carry_pkgs))

@@ -514,6 +514,37 @@ def test_a_large_previous_build_checked_beside_the_rebuild_is_distrusted_as_befo
     assert docs["2"]["devices"]["changed"] == sorted(MANY) and docs["2"]["note"] == reason
 
 
+def _record(out: Path) -> None:
+    """What the build's detached tidy-up does for a large build, here for a smaller one (whose
+    files are too new to be recorded right after it is published)."""
+    from builder.artifacts import verified
+
+    time.sleep(verified.RACY_NS / 1e9 * 1.5)
+    artifacts = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert verified.write_record(out, [a["path"] for a in artifacts if not a["sealed"]], "manifest.json", "SHA256SUMS")
+
+
+def test_a_recorded_previous_build_altered_after_its_record_is_distrusted(large):
+    """The record lets the trust check skip hashing untouched files; a file written since is still
+    hashed and caught, with the same verdict as without a record."""
+    first = large.out()
+    _record(first)
+    _damage_a_profile(first)
+    other = large.root / "other"
+    result = fleetpkg("build", large.config, "--at", AT, "--jobs", "2", "-o", other, "--previous", first)
+    reason = "intune/profiles/devices/mac007.mobileconfig does not match its manifest.json digest and 2 more problem(s)"
+    assert f"not trusted ({reason})" in result.stderr
+    assert changes(other / f"demo-{VENDOR}-1")["devices"]["changed"] == sorted(MANY)
+
+
+def test_a_recorded_previous_build_is_carried(large):
+    _record(large.out())
+    fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
+    doc = changes(large.out())
+    assert doc["devices"]["unchanged"] == sorted(MANY) and doc["wrapper"] == "unchanged"
+    assert sums_ok(large.out())
+
+
 def test_a_large_previous_build_checked_beside_the_rebuild_is_carried(large):
     fleetpkg("build", large.config, "--at", AT, "--jobs", "2")
     doc = changes(large.out())

@@ -1,0 +1,174 @@
+"""The record of a published build's files (builder/artifacts/verified.py): the trust check hashes
+only what changed since it was taken, and a record that does not vouch for the build is ignored.
+
+The builds here are folders made by the test (files, manifest.json, SHA256SUMS written with
+hashlib and json), not by fleetpkg; the record is taken RACY_NS after the last write, as the
+build's background process takes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.artifacts import previous, verified
+from builder.artifacts.dist import MANIFEST, SUMS, remove_stale
+
+NAMES = [f"profiles/devices/mac{i:03d}.mobileconfig" for i in range(40)]
+
+
+def _make_build(root: Path) -> list[tuple[str, str, int]]:
+    items = []
+    for i, rel in enumerate(NAMES):
+        data = f"<plist>{i:03d}</plist>\n".encode() * 20
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        items.append((rel, hashlib.sha256(data).hexdigest(), len(data)))
+    jamf = root / "jamf" / NAMES[0]  # a hard-linked copy, as the jamf/ and intune/ folders hold
+    jamf.parent.mkdir(parents=True)
+    os.link(root / NAMES[0], jamf)
+    items.append((f"jamf/{NAMES[0]}", items[0][1], items[0][2]))
+    items.sort()
+    artifacts = [{"path": rel, "sha256": digest, "size": size, "sealed": False} for rel, digest, size in items]
+    (root / MANIFEST).write_text(json.dumps({"fleet": "demo", "artifacts": artifacts}))
+    (root / SUMS).write_text("".join(f"{digest}  {rel}\n" for rel, digest, _size in items))
+    return items
+
+
+def _settle() -> None:
+    time.sleep(verified.RACY_NS / 1e9 * 1.5)
+
+
+@pytest.fixture
+def build(tmp_path) -> tuple[Path, list]:
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    _settle()
+    assert verified.write_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    return root, items
+
+
+def _known(root: Path, items) -> verified.Known | None:
+    return verified.load_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+
+
+def _hashed(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    sha256 = previous._sha256
+    monkeypatch.setattr(previous, "_sha256", lambda path: seen.append(path) or sha256(path))
+    return seen
+
+
+def test_an_untouched_build_is_trusted_without_hashing(build, monkeypatch):
+    root, items = build
+    known = _known(root, items)
+    assert known is not None
+    seen = _hashed(monkeypatch)
+    assert previous.check_files(root, items, known) == []
+    assert seen == []
+    assert previous.check_files(root, items) == [] and len(seen) == len(NAMES)  # without it: every inode
+
+
+@pytest.mark.parametrize("how", ["same-size", "same-size-mtime-restored", "replaced", "renamed-over"])
+def test_a_file_changed_after_the_record_is_hashed_and_caught(build, monkeypatch, how):
+    root, items = build
+    path = root / NAMES[7]
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[3] ^= 1
+    if how.startswith("same-size"):
+        with open(path, "r+b") as fh:  # written through: same inode, same size
+            fh.write(bytes(data))
+        if how.endswith("mtime-restored"):
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # ctime cannot be set back
+    elif how == "replaced":
+        path.unlink()
+        path.write_bytes(bytes(data))
+    else:
+        other = path.with_name("new")
+        other.write_bytes(bytes(data))
+        os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(other, path)
+    known = _known(root, items)
+    assert known is not None  # the manifest did not change: the record still speaks for the others
+    seen = _hashed(monkeypatch)
+    assert previous.check_files(root, items, known) == [f"{NAMES[7]} does not match its manifest.json digest"]
+    assert seen == [f"{root}/{NAMES[7]}"]
+
+
+@pytest.mark.parametrize("change", ["manifest", "sums", "record-truncated", "record-garbage", "record-other-build",
+                                    "paths"])
+def test_a_record_that_does_not_vouch_for_the_build_is_not_used(build, change):
+    root, items = build
+    record = verified.record_path(root)
+    paths = [rel for rel, _d, _s in items]
+    if change == "manifest":
+        (root / MANIFEST).write_text((root / MANIFEST).read_text())  # rewritten, same bytes
+    elif change == "sums":
+        os.utime(root / SUMS)
+    elif change == "record-truncated":
+        record.write_bytes(record.read_bytes()[:-5])
+    elif change == "record-garbage":
+        record.write_bytes(os.urandom(300))
+    elif change == "record-other-build":
+        other = root.with_name("demo-5.1.0.12-2")
+        os.rename(root, other)
+        os.rename(record, verified.record_path(other))
+        root = other
+    else:
+        paths = paths[1:] + paths[:1]
+    assert verified.load_record(root, paths, MANIFEST, SUMS) is None
+
+
+def test_files_written_just_before_the_record_are_left_to_hashing(tmp_path, monkeypatch):
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    _settle()
+    (root / NAMES[3]).write_bytes((root / NAMES[3]).read_bytes())  # within RACY_NS of the record
+    assert verified.write_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    known = _known(root, items)
+    seen = _hashed(monkeypatch)
+    assert previous.check_files(root, items, known) == [] and seen == [f"{root}/{NAMES[3]}"]
+
+
+def test_no_record_vouches_for_a_manifest_written_just_before_it(tmp_path):
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    assert not verified.write_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    assert not verified.record_path(root).exists()
+
+
+def test_records_of_builds_that_are_gone_are_removed(build):
+    root, _items = build
+    parent = root.parent
+    orphan = parent / f"{verified.RECORD_PREFIX}demo-5.1.0.12-0"
+    orphan.write_bytes(b"{}\n")
+    unfinished = parent / f"{verified.RECORD_PREFIX}demo-5.1.0.12-1.999999999.tmp"  # no such process
+    unfinished.write_bytes(b"")
+    mine = parent / f"{verified.RECORD_PREFIX}demo-5.1.0.12-1.{os.getpid()}.tmp"  # being written
+    mine.write_bytes(b"")
+    assert remove_stale(parent) == []  # nothing secret to report
+    assert sorted(p.name for p in parent.iterdir()) == sorted([root.name, verified.record_path(root).name, mine.name])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the detached tidy-up needs fork")
+def test_a_large_build_is_recorded_by_a_detached_process_after_its_superseded_build_is_gone(tmp_path):
+    from builder.artifacts import dist
+
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    old = tmp_path / f"{dist.REPLACED_PREFIX}{root.name}-{os.getpid()}"
+    _make_build(old)
+    os.link(root / NAMES[1], old / "shared")  # unlinking it changes the ctime of root's file too
+    dist._after_publish(root, old, dist.BACKGROUND_REMOVAL, [rel for rel, _d, _s in items])
+    deadline = time.monotonic() + 20
+    while (old.exists() or not verified.record_path(root).exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not old.exists()
+    known = _known(root, items)
+    assert known is not None
+    assert all(known.matches(i, os.stat(root / rel)) for i, (rel, _d, _s) in enumerate(items))
