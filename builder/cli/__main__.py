@@ -1,5 +1,5 @@
 """`python -m builder.cli`: the same entry point as the `fleetpkg` script."""
 
-from . import main
+from . import run
 
-main()
+run()
