@@ -19,6 +19,7 @@ Two layers, on purpose:
 from __future__ import annotations
 
 import functools
+import operator
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -33,8 +34,33 @@ from ..errors import CertificateError
 
 MAX_DEPTH = 8
 
-# Signature and CA checks are cached per certificate (x509.Certificate hashes and compares by its
-# DER): across a fleet the same intermediate/root pairs come up for every device.
+# Signature and CA checks are remembered per certificate object: across a fleet the same
+# intermediate/root objects (the build's configured CAs) come up for every device. By object, not
+# by value: hashing or comparing an x509.Certificate walks its whole DER (~3 us, more than most of
+# these facts cost), while the facts are functions of the DER, so an equal certificate that is
+# another object just has them worked out again.
+
+
+def _per_object(maxsize: int):
+    """Memoise a function of certificate objects by their identities (each entry holds its objects,
+    so no id is reused while it is remembered); forgets everything when full."""
+    def wrap(fn):
+        memo: dict[tuple[int, ...], tuple[tuple, object]] = {}
+
+        @functools.wraps(fn)
+        def cached(*objs):
+            key = tuple(map(id, objs))
+            hit = memo.get(key)
+            if hit is not None and all(map(operator.is_, hit[0], objs)):
+                return hit[1]
+            value = fn(*objs)
+            if len(memo) >= maxsize:
+                memo.clear()
+            memo[key] = (objs, value)
+            return value
+        cached.cache_clear = memo.clear
+        return cached
+    return wrap
 
 
 def utc(at: datetime | None) -> datetime:
@@ -57,7 +83,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-@functools.lru_cache(maxsize=4096)
+@_per_object(maxsize=4096)
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether `issuer`'s name and key signed `cert`. Weak hashes (SHA-1, MD5) are accepted here:
     judging them is the key-strength rule's job, not the chain's."""
@@ -84,12 +110,12 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=1024)
+@_per_object(maxsize=1024)
 def is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and signed_by(cert, cert)
 
 
-@functools.lru_cache(maxsize=256)
+@_per_object(maxsize=256)
 def _ca_problem(cert: x509.Certificate) -> str | None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -123,6 +149,16 @@ def _path_len(cert: x509.Certificate) -> int | None:
         return None
 
 
+@_per_object(maxsize=32)
+def _ca_pool(*cas: x509.Certificate) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
+    """(the self-signed configured CAs, the configured CAs without duplicates) for a CA set: the
+    same for every device of a fleet. Tuples, searched with `in` (identity, then DER equality):
+    cheaper than hashing certificates."""
+    roots = tuple(c for c in cas if is_self_signed(c))
+    unique: dict[x509.Certificate, None] = dict.fromkeys(cas)  # the first of equal DERs, in order
+    return roots, tuple(unique)
+
+
 def build_chain(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
                 extra: Sequence[x509.Certificate] = (), at: datetime | None = None) -> list[x509.Certificate]:
     """The issuers of `leaf` up to a configured (self-signed) root: leaf excluded, root last.
@@ -131,20 +167,17 @@ def build_chain(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
     configured one. Raises CertificateError saying where the chain breaks.
     """
     at = utc(at)
-    roots = {_der(c) for c in cas if is_self_signed(c)}
-    pool: list[x509.Certificate] = []
-    seen: set[bytes] = set()
-    for cert in list(cas) + list(extra):
-        der = _der(cert)
-        if der not in seen:
-            seen.add(der)
+    roots, configured = _ca_pool(*cas)
+    pool = list(configured)
+    for cert in extra:
+        if cert not in pool:  # by DER
             pool.append(cert)
 
     problems: list[str] = []
 
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         current = path[-1]
-        if len(path) > 1 and _der(current) in roots:
+        if len(path) > 1 and current in roots:
             return path[1:]
         if len(path) > MAX_DEPTH:
             problems.append(f"the chain is longer than {MAX_DEPTH} certificates")
@@ -210,8 +243,8 @@ def _verifier(root_ders: tuple[bytes, ...], at: datetime):
             .build_client_verifier())
 
 
-@functools.lru_cache(maxsize=32)
-def _anchors(cas: tuple[x509.Certificate, ...]) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
+@_per_object(maxsize=32)
+def _anchors(*cas: x509.Certificate) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
     """(DER of the self-signed configured CAs, the other configured CAs) for a CA set."""
     roots = tuple(sorted(_der(c) for c in cas if is_self_signed(c)))
     return roots, tuple(c for c in cas if not is_self_signed(c))
@@ -223,7 +256,7 @@ def verify_fast(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
     configured intermediates and the .pfx's certificates as candidates. The common case -- a
     good certificate -- is settled here with one validator call; only failures are walked by
     build_chain to say what is wrong."""
-    roots, intermediates = _anchors(tuple(cas))
+    roots, intermediates = _anchors(*cas)
     if not roots:
         return False
     try:

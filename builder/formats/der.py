@@ -183,22 +183,30 @@ def _parse_one(data: bytes, pos: int, end: int, depth: int) -> tuple[Node, int]:
 
 
 def _nodes(data: bytes, pos: int, end: int) -> list[Node]:
-    """The TLVs laid end to end in data[pos:end], each one's length checked against `end`. The
-    short-form definite lengths (nearly every node) are read inline: this is the reader's hot loop."""
+    """The TLVs laid end to end in data[pos:end], each one's length checked against `end`. Definite
+    lengths (nearly every node) are read inline, with _parse_one's checks and messages: this is the
+    reader's hot loop."""
     out: list[Node] = []
     append, new = out.append, _new
     while pos < end:
         tag = data[pos]
-        if pos + 1 < end and tag & 0x1F != 0x1F:
+        vstart = pos + 2
+        if vstart <= end and tag & 0x1F != 0x1F:
             length = data[pos + 1]
-            if length < 0x80:
-                vstart = pos + 2
-                vend = vstart + length
-                if vend > end:
-                    raise FormatError("ASN.1 truncated: value runs past the end of its container")
-                append(new(Node, (tag, data, pos, vstart, vend, vend)))
-                pos = vend
-                continue
+            if length & 0x80:
+                count = length & 0x7F
+                if not 0 < count <= 8 or vstart + count > end:
+                    node, pos = _parse_one(data, pos, end, 0)  # indefinite, or its error
+                    append(node)
+                    continue
+                length = int.from_bytes(data[vstart:vstart + count], "big")
+                vstart += count
+            vend = vstart + length
+            if vend > end:
+                raise FormatError("ASN.1 truncated: value runs past the end of its container")
+            append(new(Node, (tag, data, pos, vstart, vend, vend)))
+            pos = vend
+            continue
         node, pos = _parse_one(data, pos, end, 0)
         append(node)
     return out
