@@ -43,22 +43,25 @@ MAX_DEPTH = 8
 
 def _per_object(maxsize: int):
     """Memoise a function of certificate objects by their identities (each entry holds its objects,
-    so no id is reused while it is remembered); forgets everything when full."""
+    so no id is reused while it is remembered); forgets everything when full. `.remember(value,
+    *objs)` records a value established elsewhere."""
     def wrap(fn):
         memo: dict[tuple[int, ...], tuple[tuple, object]] = {}
 
-        @functools.wraps(fn)
-        def cached(*objs):
-            key = tuple(map(id, objs))
-            hit = memo.get(key)
-            if hit is not None and all(map(operator.is_, hit[0], objs)):
-                return hit[1]
-            value = fn(*objs)
+        def remember(value, *objs):
             if len(memo) >= maxsize:
                 memo.clear()
-            memo[key] = (objs, value)
+            memo[tuple(map(id, objs))] = (objs, value)
             return value
+
+        @functools.wraps(fn)
+        def cached(*objs):
+            hit = memo.get(tuple(map(id, objs)))
+            if hit is not None and all(map(operator.is_, hit[0], objs)):
+                return hit[1]
+            return remember(fn(*objs), *objs)
         cached.cache_clear = memo.clear
+        cached.remember = remember
         return cached
     return wrap
 
@@ -260,9 +263,14 @@ def verify_fast(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
     if not roots:
         return False
     try:
-        _verifier(roots, utc(at)).verify(leaf, list(intermediates) + list(extra))
+        path = _verifier(roots, utc(at)).verify(leaf, list(intermediates) + list(extra)).chain
     except VerificationError:
         return False
+    # The validator matched each certificate's issuer name and checked its signature with the
+    # issuer's key (the very objects passed in): build_chain, walking this path again for the
+    # chain a device's profile carries, need not verify those signatures a second time.
+    for cert, issuer in zip(path, path[1:]):
+        signed_by.remember(True, cert, issuer)
     return True
 
 
