@@ -19,7 +19,6 @@ Two layers, on purpose:
 from __future__ import annotations
 
 import functools
-import operator
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -31,39 +30,12 @@ from cryptography.x509.verification import (Criticality, ExtensionPolicy, Policy
                                             VerificationError)
 
 from ..errors import CertificateError
+from .memo import by_object
 
 MAX_DEPTH = 8
 
-# Signature and CA checks are remembered per certificate object: across a fleet the same
-# intermediate/root objects (the build's configured CAs) come up for every device. By object, not
-# by value: hashing or comparing an x509.Certificate walks its whole DER (~3 us, more than most of
-# these facts cost), while the facts are functions of the DER, so an equal certificate that is
-# another object just has them worked out again.
-
-
-def _per_object(maxsize: int):
-    """Memoise a function of certificate objects by their identities (each entry holds its objects,
-    so no id is reused while it is remembered); forgets everything when full. `.remember(value,
-    *objs)` records a value established elsewhere."""
-    def wrap(fn):
-        memo: dict[tuple[int, ...], tuple[tuple, object]] = {}
-
-        def remember(value, *objs):
-            if len(memo) >= maxsize:
-                memo.clear()
-            memo[tuple(map(id, objs))] = (objs, value)
-            return value
-
-        @functools.wraps(fn)
-        def cached(*objs):
-            hit = memo.get(tuple(map(id, objs)))
-            if hit is not None and all(map(operator.is_, hit[0], objs)):
-                return hit[1]
-            return remember(fn(*objs), *objs)
-        cached.cache_clear = memo.clear
-        cached.remember = remember
-        return cached
-    return wrap
+# Signature and CA checks are remembered per certificate object (memo.by_object): across a fleet
+# the same intermediate/root objects, the build's configured CAs, come up for every device.
 
 
 def utc(at: datetime | None) -> datetime:
@@ -86,7 +58,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-@_per_object(maxsize=4096)
+@by_object(maxsize=4096)
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether `issuer`'s name and key signed `cert`. Weak hashes (SHA-1, MD5) are accepted here:
     judging them is the key-strength rule's job, not the chain's."""
@@ -113,12 +85,12 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return False
 
 
-@_per_object(maxsize=1024)
+@by_object(maxsize=1024)
 def is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and signed_by(cert, cert)
 
 
-@_per_object(maxsize=256)
+@by_object(maxsize=256)
 def _ca_problem(cert: x509.Certificate) -> str | None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -152,7 +124,7 @@ def _path_len(cert: x509.Certificate) -> int | None:
         return None
 
 
-@_per_object(maxsize=32)
+@by_object(maxsize=32)
 def _ca_pool(*cas: x509.Certificate) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
     """(the self-signed configured CAs, the configured CAs without duplicates) for a CA set: the
     same for every device of a fleet. Tuples, searched with `in` (identity, then DER equality):
@@ -246,7 +218,7 @@ def _verifier(root_ders: tuple[bytes, ...], at: datetime):
             .build_client_verifier())
 
 
-@_per_object(maxsize=32)
+@by_object(maxsize=32)
 def _anchors(*cas: x509.Certificate) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
     """(DER of the self-signed configured CAs, the other configured CAs) for a CA set."""
     roots = tuple(sorted(_der(c) for c in cas if is_self_signed(c)))

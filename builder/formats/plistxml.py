@@ -40,7 +40,8 @@ def _escape(text: str) -> str:
 
 
 # (indent, key) -> its <key> line: a fleet's plists repeat the same few dozen keys at the same
-# depths thousands of times
+# depths thousands of times. Keys are names (PayloadType, Password...), never secrets; values, which
+# can be, are never remembered.
 _LINES: dict[tuple, str] = {}
 _LINES_MAX = 4096
 

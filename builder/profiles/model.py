@@ -7,7 +7,6 @@ Apple spells it (schemas in tests/schemas/device-management/mdm/profiles/). Each
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -16,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from ..certs.memo import by_object
 from .uuids import payload_uuid
 
 PKCS12 = "com.apple.security.pkcs12"
@@ -38,11 +38,10 @@ def common_name(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or fingerprint(cert)[:16]
 
 
-@functools.lru_cache(maxsize=256)
+@by_object(maxsize=256)
 def ca_facts(cert: x509.Certificate) -> tuple[str, str, str, bytes]:
     """(fingerprint, common name, .cer file name, DER) of a CA certificate, worked out once per
-    process: every device profile of a fleet carries the same CA certificates (public data only;
-    certificates compare and hash by their DER)."""
+    certificate object: every device profile of a fleet carries the same CA certificates."""
     name = common_name(cert)
     return (fingerprint(cert), name, f"{_file_label(name)}.cer",
             cert.public_bytes(serialization.Encoding.DER))

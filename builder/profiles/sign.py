@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ..formats import der
 from ..errors import SigningError
+from ..certs.memo import by_object
 from ..repro import build_datetime
 from .cms import issuer_der
 
@@ -105,7 +106,7 @@ def _signing_time_attribute(when: datetime) -> bytes:
     return _attribute(OID_SIGNING_TIME, _der_time(when))
 
 
-@functools.lru_cache(maxsize=8)
+@by_object(maxsize=8)
 def _signer_constants(cert: x509.Certificate, chain: tuple[x509.Certificate, ...]) -> tuple[bytes, bytes]:
     """(issuerAndSerialNumber, the certificates field's content): the same for every profile one
     signer signs (public data only), so a fleet build works them out once, not per device."""
