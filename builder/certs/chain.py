@@ -30,11 +30,12 @@ from cryptography.x509.verification import (Criticality, ExtensionPolicy, Policy
                                             VerificationError)
 
 from ..errors import CertificateError
+from .memo import by_object
 
 MAX_DEPTH = 8
 
-# Signature and CA checks are cached per certificate (x509.Certificate hashes and compares by its
-# DER): across a fleet the same intermediate/root pairs come up for every device.
+# Signature and CA checks are remembered per certificate object (memo.by_object): across a fleet
+# the same intermediate/root objects, the build's configured CAs, come up for every device.
 
 
 def utc(at: datetime | None) -> datetime:
@@ -57,7 +58,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-@functools.lru_cache(maxsize=4096)
+@by_object(maxsize=4096)
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether `issuer`'s name and key signed `cert`. Weak hashes (SHA-1, MD5) are accepted here:
     judging them is the key-strength rule's job, not the chain's."""
@@ -84,12 +85,12 @@ def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=1024)
+@by_object(maxsize=1024)
 def is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and signed_by(cert, cert)
 
 
-@functools.lru_cache(maxsize=256)
+@by_object(maxsize=256)
 def _ca_problem(cert: x509.Certificate) -> str | None:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -123,6 +124,16 @@ def _path_len(cert: x509.Certificate) -> int | None:
         return None
 
 
+@by_object(maxsize=32)
+def _ca_pool(*cas: x509.Certificate) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
+    """(the self-signed configured CAs, the configured CAs without duplicates) for a CA set: the
+    same for every device of a fleet. Tuples, searched with `in` (identity, then DER equality):
+    cheaper than hashing certificates."""
+    roots = tuple(c for c in cas if is_self_signed(c))
+    unique: dict[x509.Certificate, None] = dict.fromkeys(cas)  # the first of equal DERs, in order
+    return roots, tuple(unique)
+
+
 def build_chain(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
                 extra: Sequence[x509.Certificate] = (), at: datetime | None = None) -> list[x509.Certificate]:
     """The issuers of `leaf` up to a configured (self-signed) root: leaf excluded, root last.
@@ -131,20 +142,17 @@ def build_chain(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
     configured one. Raises CertificateError saying where the chain breaks.
     """
     at = utc(at)
-    roots = {_der(c) for c in cas if is_self_signed(c)}
-    pool: list[x509.Certificate] = []
-    seen: set[bytes] = set()
-    for cert in list(cas) + list(extra):
-        der = _der(cert)
-        if der not in seen:
-            seen.add(der)
+    roots, configured = _ca_pool(*cas)
+    pool = list(configured)
+    for cert in extra:
+        if cert not in pool:  # by DER
             pool.append(cert)
 
     problems: list[str] = []
 
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         current = path[-1]
-        if len(path) > 1 and _der(current) in roots:
+        if len(path) > 1 and current in roots:
             return path[1:]
         if len(path) > MAX_DEPTH:
             problems.append(f"the chain is longer than {MAX_DEPTH} certificates")
@@ -210,8 +218,8 @@ def _verifier(root_ders: tuple[bytes, ...], at: datetime):
             .build_client_verifier())
 
 
-@functools.lru_cache(maxsize=32)
-def _anchors(cas: tuple[x509.Certificate, ...]) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
+@by_object(maxsize=32)
+def _anchors(*cas: x509.Certificate) -> tuple[tuple[bytes, ...], tuple[x509.Certificate, ...]]:
     """(DER of the self-signed configured CAs, the other configured CAs) for a CA set."""
     roots = tuple(sorted(_der(c) for c in cas if is_self_signed(c)))
     return roots, tuple(c for c in cas if not is_self_signed(c))
@@ -223,13 +231,18 @@ def verify_fast(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
     configured intermediates and the .pfx's certificates as candidates. The common case -- a
     good certificate -- is settled here with one validator call; only failures are walked by
     build_chain to say what is wrong."""
-    roots, intermediates = _anchors(tuple(cas))
+    roots, intermediates = _anchors(*cas)
     if not roots:
         return False
     try:
-        _verifier(roots, utc(at)).verify(leaf, list(intermediates) + list(extra))
+        path = _verifier(roots, utc(at)).verify(leaf, list(intermediates) + list(extra)).chain
     except VerificationError:
         return False
+    # The validator matched each certificate's issuer name and checked its signature with the
+    # issuer's key (the very objects passed in): build_chain, walking this path again for the
+    # chain a device's profile carries, need not verify those signatures a second time.
+    for cert, issuer in zip(path, path[1:]):
+        signed_by.remember(True, cert, issuer)
     return True
 
 

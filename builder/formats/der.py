@@ -10,7 +10,8 @@ limited, and malformed data raises FormatError wherever it is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from operator import itemgetter
 from typing import Iterator
 
 from ..errors import FormatError
@@ -34,17 +35,52 @@ SET = 0x31
 MAX_DEPTH = 64
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(tuple):
     """One TLV. `raw` is the whole encoding (tag+length+value), `value` the contents octets.
 
     For BER indefinite-length constructed values, `value` holds the contents without the
-    end-of-contents octets.
+    end-of-contents octets. A node holds offsets into the buffer it was read from, not copies:
+    `value` and `raw` are sliced when asked for and children() reads in place, so a walk copies no
+    contents (a .pfx walk reaches ~90 nodes per device). Immutable (a tuple underneath, which is
+    also the cheapest object to make); equal when tag, value and raw are.
     """
 
-    tag: int  # identifier octet (low-tag-number form only)
-    value: bytes
-    raw: bytes
+    # the tuple: (tag, buffer, start, contents start, contents end, end), offsets into buffer
+    __slots__ = ()
+
+    tag = property(itemgetter(0), doc="identifier octet (low-tag-number form only)")
+
+    def __new__(cls, tag: int, value: bytes, raw: bytes) -> "Node":
+        """A node from its parts (the reader makes its nodes in place)."""
+        raw = bytes(raw)
+        vend = len(raw) - 2 if raw[1:2] == b"\x80" else len(raw)
+        return _new(cls, (tag, raw, 0, vend - len(value), vend, len(raw)))
+
+    @property
+    def value(self) -> bytes:
+        return self[1][self[3]:self[4]]
+
+    @property
+    def raw(self) -> bytes:
+        return self[1][self[2]:self[5]]
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Node):
+            return NotImplemented
+        return self[0] == other[0] and self.value == other.value and self.raw == other.raw
+
+    def __ne__(self, other) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash((self[0], self.value, self.raw))
+
+    def __repr__(self) -> str:
+        return f"Node(tag={self[0]!r}, value={self.value!r}, raw={self.raw!r})"
+
+    def __getnewargs__(self):
+        return self[0], self.value, self.raw
 
     @property
     def constructed(self) -> bool:
@@ -61,9 +97,9 @@ class Node:
     def children(self) -> list["Node"]:
         """One level down, bounds-checked as it is reached (malformed contents raise FormatError
         here): walking a structure costs O(nodes), not O(nodes x depth)."""
-        if not self.constructed:
+        if not self[0] & 0x20:
             raise FormatError(f"ASN.1 tag 0x{self.tag:02x} is primitive, expected a constructed value")
-        return list(iter_nodes(self.value))
+        return _nodes(self[1], self[3], self[4])
 
     def child(self, index: int) -> "Node":
         kids = self.children()
@@ -79,7 +115,7 @@ class Node:
     # -- typed accessors ---------------------------------------------------------------
     def as_int(self) -> int:
         self.expect(INTEGER, "integer")
-        if not self.value:
+        if self[3] == self[4]:
             raise FormatError("ASN.1 integer with no content")
         return int.from_bytes(self.value, "big", signed=True)
 
@@ -99,6 +135,9 @@ class Node:
         if self.tag == BMP_STRING:
             return self.value.decode("utf-16-be", errors="replace")
         return self.value.decode("utf-8", errors="replace")
+
+
+_new = tuple.__new__
 
 
 def _read_length(data: bytes, pos: int, end: int) -> tuple[int | None, int]:
@@ -136,20 +175,46 @@ def _parse_one(data: bytes, pos: int, end: int, depth: int) -> tuple[Node, int]:
             if pos + 2 > end:
                 raise FormatError("ASN.1 truncated: missing end-of-contents")
             if data[pos] == 0 and data[pos + 1] == 0:
-                node = Node(tag, data[inner_start:pos], data[start:pos + 2])
-                return node, pos + 2
+                return _new(Node, (tag, data, start, inner_start, pos, pos + 2)), pos + 2
             _, pos = _parse_one(data, pos, end, depth + 1)
     if pos + length > end:
         raise FormatError("ASN.1 truncated: value runs past the end of its container")
-    return Node(tag, data[pos:pos + length], data[start:pos + length]), pos + length
+    return _new(Node, (tag, data, start, pos, pos + length, pos + length)), pos + length
+
+
+def _nodes(data: bytes, pos: int, end: int) -> list[Node]:
+    """The TLVs laid end to end in data[pos:end], each one's length checked against `end`. Definite
+    lengths (nearly every node) are read inline, with _parse_one's checks and messages: this is the
+    reader's hot loop."""
+    out: list[Node] = []
+    append, new = out.append, _new
+    while pos < end:
+        tag = data[pos]
+        vstart = pos + 2
+        if vstart <= end and tag & 0x1F != 0x1F:
+            length = data[pos + 1]
+            if length & 0x80:
+                count = length & 0x7F
+                if not 0 < count <= 8 or vstart + count > end:
+                    node, pos = _parse_one(data, pos, end, 0)  # indefinite, or its error
+                    append(node)
+                    continue
+                length = int.from_bytes(data[vstart:vstart + count], "big")
+                vstart += count
+            vend = vstart + length
+            if vend > end:
+                raise FormatError("ASN.1 truncated: value runs past the end of its container")
+            append(new(Node, (tag, data, pos, vstart, vend, vend)))
+            pos = vend
+            continue
+        node, pos = _parse_one(data, pos, end, 0)
+        append(node)
+    return out
 
 
 def iter_nodes(data: bytes) -> Iterator[Node]:
     """The TLVs laid end to end in `data`, each one's length checked against it."""
-    pos, end = 0, len(data)
-    while pos < end:
-        node, pos = _parse_one(data, pos, end, 0)
-        yield node
+    return iter(_nodes(bytes(data), 0, len(data)))
 
 
 def parse(data: bytes, *, allow_trailing: bool = False) -> Node:
@@ -215,7 +280,10 @@ def null() -> bytes:
     return b"\x05\x00"
 
 
+@functools.lru_cache(maxsize=256)
 def oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER's encoding; remembered, since writers name the same few OIDs for every
+    device."""
     try:
         nums = [int(p) for p in dotted.split(".")]
     except ValueError:

@@ -16,7 +16,7 @@ from cryptography import x509
 from ..certs.pfx import identity_from, parse_pfx
 from ..errors import CertificateError, ConfigError, FleetpkgError
 from .model import (CertificatePayload, IdentityPayload, LoginItemsPayload, Payload, Profile, Rule,
-                    common_name, fingerprint)
+                    ca_facts)
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+$")
 _HOST = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
@@ -46,9 +46,13 @@ def _ca_payloads(prefix: str, organization: str, roots: Sequence[x509.Certificat
     seen: set[str] = set()
     out: list[CertificatePayload] = []
     for kind, certs in (("root", roots), ("pkcs1", intermediates)):
-        unique = {fingerprint(c): c for c in certs if fingerprint(c) not in seen}
+        unique: dict[str, tuple[str, x509.Certificate]] = {}
+        for cert in certs:
+            fp, name, _, _ = ca_facts(cert)
+            if fp not in seen:
+                unique[fp] = (name, cert)
         seen.update(unique)
-        for fp, cert in sorted(unique.items(), key=lambda kv: (common_name(kv[1]), kv[0])):
+        for fp, (_, cert) in sorted(unique.items(), key=lambda kv: (kv[1][0], kv[0])):
             out.append(CertificatePayload(kind, cert, f"{prefix}.{kind}.{fp[:16]}", organization))
     return out
 

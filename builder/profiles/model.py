@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from ..certs.memo import by_object
 from .uuids import payload_uuid
 
 PKCS12 = "com.apple.security.pkcs12"
@@ -35,6 +36,15 @@ def common_name(cert: x509.Certificate) -> str:
     if names and isinstance(names[0].value, str) and names[0].value.strip():
         return names[0].value.strip()
     return cert.subject.rfc4514_string() or fingerprint(cert)[:16]
+
+
+@by_object(maxsize=256)
+def ca_facts(cert: x509.Certificate) -> tuple[str, str, str, bytes]:
+    """(fingerprint, common name, .cer file name, DER) of a CA certificate, worked out once per
+    certificate object: every device profile of a fleet carries the same CA certificates."""
+    name = common_name(cert)
+    return (fingerprint(cert), name, f"{_file_label(name)}.cer",
+            cert.public_bytes(serialization.Encoding.DER))
 
 
 def _file_label(text: str) -> str:
@@ -76,17 +86,18 @@ class CertificatePayload:
         return ROOT if self.kind == "root" else PKCS1
 
     def _body(self) -> dict[str, Any]:
-        name = common_name(self.certificate)
+        _, name, file_name, cert_der = ca_facts(self.certificate)
         body = _common(self.payload_type, self.identifier, name, self.organization)
-        body["PayloadCertificateFileName"] = f"{_file_label(name)}.cer"
-        body["PayloadContent"] = self.certificate.public_bytes(serialization.Encoding.DER)
+        body["PayloadCertificateFileName"] = file_name
+        body["PayloadContent"] = cert_der
         return body
 
     def uuid_view(self) -> dict[str, Any]:
         return self._body()  # a CA certificate is public: its DER is the content
 
     def to_plist(self) -> dict[str, Any]:
-        return _with_uuid(self._body(), self.uuid_view())
+        body = self._body()
+        return _with_uuid(body, body)  # the view is the body (read before its UUID is added)
 
 
 @dataclass(frozen=True)

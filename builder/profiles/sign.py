@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ..formats import der
 from ..errors import SigningError
+from ..certs.memo import by_object
 from ..repro import build_datetime
 from .cms import issuer_der
 
@@ -48,6 +49,13 @@ class ProfileSigner:
         """The certificate's subject (RFC 4514), worked out once: every signed file records it."""
         return self.certificate.subject.rfc4514_string()
 
+    @functools.cached_property
+    def key_matches(self) -> bool:
+        """Whether `key` is the private half of the certificate's public key, compared once per
+        signer rather than once per signed profile."""
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        return self.key.public_key().public_bytes(*spki) == self.certificate.public_key().public_bytes(*spki)
+
 
 def _der_time(when: datetime) -> bytes:
     """RFC 5652 signingTime: UTCTime for 1950-2049, GeneralizedTime otherwise."""
@@ -61,13 +69,21 @@ def _attribute(oid: str, value: bytes) -> bytes:
     return der.seq(der.oid(oid), der.set_of(value))
 
 
+# What every profile's SignedData shares, encoded once: the SHA-256 AlgorithmIdentifier, the
+# contentType attribute, the RSA signatureAlgorithm and the messageDigest attribute up to its value.
+_SHA256_ALGORITHM = der.seq(der.oid(OID_SHA256), der.null())
+_CONTENT_TYPE_ATTRIBUTE = _attribute(OID_CONTENT_TYPE, der.oid(OID_DATA))
+_RSA_ALGORITHM = der.seq(der.oid(OID_RSA), der.null())
+_ECDSA_ALGORITHM = der.seq(der.oid(OID_ECDSA_SHA256))
+_DIGEST_ATTRIBUTE_HEAD = _attribute(OID_MESSAGE_DIGEST, der.octets(bytes(32)))[:-32]
+
+
 def _signing_time(signer: ProfileSigner, requested: datetime | None) -> datetime:
     cert = signer.certificate
-    subject = cert.subject.rfc4514_string()
     now = datetime.now(timezone.utc)
     if now > cert.not_valid_after_utc:
         raise SigningError(f"profile-signing certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}",
-                           where=subject, hint="configure a current signing identity")
+                           where=signer.subject, hint="configure a current signing identity")
     when = requested or build_datetime()
     # A SOURCE_DATE_EPOCH older than the certificate would claim a signature made before the
     # certificate existed; the certificate's start is the earliest honest, reproducible time.
@@ -77,15 +93,20 @@ def _signing_time(signer: ProfileSigner, requested: datetime | None) -> datetime
 def _sign(key, data: bytes) -> tuple[bytes, bytes]:
     """(signatureAlgorithm, signature) over `data` with SHA-256."""
     if isinstance(key, rsa.RSAPrivateKey):
-        return (der.seq(der.oid(OID_RSA), der.null()),
-                key.sign(data, padding.PKCS1v15(), hashes.SHA256()))
+        return _RSA_ALGORITHM, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return der.seq(der.oid(OID_ECDSA_SHA256)), key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return _ECDSA_ALGORITHM, key.sign(data, ec.ECDSA(hashes.SHA256()))
     raise SigningError(f"unsupported profile-signing key type {type(key).__name__}",
                        hint="use an RSA (recommended) or ECDSA key")
 
 
 @functools.lru_cache(maxsize=8)
+def _signing_time_attribute(when: datetime) -> bytes:
+    """The signingTime attribute: one per build (its time is the build's)."""
+    return _attribute(OID_SIGNING_TIME, _der_time(when))
+
+
+@by_object(maxsize=8)
 def _signer_constants(cert: x509.Certificate, chain: tuple[x509.Certificate, ...]) -> tuple[bytes, bytes]:
     """(issuerAndSerialNumber, the certificates field's content): the same for every profile one
     signer signs (public data only), so a fleet build works them out once, not per device."""
@@ -97,24 +118,24 @@ def _signer_constants(cert: x509.Certificate, chain: tuple[x509.Certificate, ...
 def sign_profile(xml: bytes, signer: ProfileSigner, *, signing_time: datetime | None = None) -> bytes:
     """CMS SignedData (DER) with `xml` attached, signed with SHA-256, signer chain included."""
     cert = signer.certificate
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if signer.key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+    if not signer.key_matches:
         raise SigningError("the signing key does not belong to the signing certificate",
-                           where=cert.subject.rfc4514_string())
+                           where=signer.subject)
     when = _signing_time(signer, signing_time)
-    sha256 = der.seq(der.oid(OID_SHA256), der.null())
-    attrs = der.set_of(
-        _attribute(OID_CONTENT_TYPE, der.oid(OID_DATA)),
-        _attribute(OID_SIGNING_TIME, _der_time(when)),
-        _attribute(OID_MESSAGE_DIGEST, der.octets(hashlib.sha256(xml).digest())),
-    )
-    sig_alg, signature = _sign(signer.key, attrs)
+    sha256 = _SHA256_ALGORITHM
+    # signed attributes: a DER SET OF, so sorted by encoding
+    attrs_content = b"".join(sorted((
+        _CONTENT_TYPE_ATTRIBUTE,
+        _signing_time_attribute(when),
+        _DIGEST_ATTRIBUTE_HEAD + hashlib.sha256(xml).digest(),
+    )))
+    sig_alg, signature = _sign(signer.key, der.tlv(der.SET, attrs_content))
     issuer_and_serial, certs = _signer_constants(cert, tuple(signer.chain))
     signer_info = der.seq(
         der.integer(1),
         issuer_and_serial,
         sha256,
-        der.implicit_constructed(0, der.parse(attrs).value),
+        der.implicit_constructed(0, attrs_content),
         sig_alg,
         der.octets(signature),
     )

@@ -96,6 +96,24 @@ def test_fresh_alphanumeric_password_and_no_secret_in_repr(pki):
     assert isinstance(a, ReencodedIdentity)
 
 
+def test_passwords_draw_every_character_about_equally(monkeypatch):
+    """new_password maps random bytes onto the 62 characters, dropping the 8 byte values that would
+    favour some: over many passwords each character's share stays near 1/62."""
+    alphabet = string.ascii_letters + string.digits
+    counts = dict.fromkeys(alphabet, 0)
+    for _ in range(2000):
+        password = reencode_module.new_password()
+        assert len(password) == reencode_module.PASSWORD_LENGTH
+        for char in password:
+            counts[char] += 1
+    expected = 2000 * reencode_module.PASSWORD_LENGTH / len(alphabet)  # ~1032
+    assert all(0.8 * expected < n < 1.2 * expected for n in counts.values()), counts
+    # bytes that only drop out still end in a whole password
+    monkeypatch.setattr(reencode_module.secrets, "token_bytes", lambda n, _calls=iter(range(9)): (
+        b"\xff" * n if next(_calls) < 3 else bytes(range(n))))
+    assert reencode_module.new_password() == (alphabet * 2)[:reencode_module.PASSWORD_LENGTH]
+
+
 def test_self_check_rejects_wrong_algorithms(monkeypatch, pki):
     """If cryptography ever ignored the requested algorithms, the output must not be used."""
     _, _, dev = pki
