@@ -134,6 +134,50 @@ def _ca_pool(*cas: x509.Certificate) -> tuple[tuple[x509.Certificate, ...], tupl
     return roots, tuple(unique)
 
 
+def _extend(path: list[x509.Certificate], roots, pool: list[x509.Certificate], at: datetime,
+            problems: list[str]) -> list[x509.Certificate] | None:
+    """build_chain's walk from path[-1] towards a root, depth first; None (and why, in `problems`)
+    when no issuer leads there. A module function, not a closure: a closure that calls itself is a
+    reference cycle per device, which the build (its collector off, pipeline._forking) would keep."""
+    current = path[-1]
+    if len(path) > 1 and current in roots:
+        return path[1:]
+    if len(path) > MAX_DEPTH:
+        problems.append(f"the chain is longer than {MAX_DEPTH} certificates")
+        return None
+    named = [c for c in pool if c.subject == current.issuer and c not in path]
+    if not named:
+        if len(path) > 1 and is_self_signed(current):
+            problems.append(f"the chain ends at root {describe(current)}, which is not among "
+                            "the configured CA files")
+        else:
+            problems.append(f"the issuer of {describe(current)} ({current.issuer.rfc4514_string()}) "
+                            "is not among the configured CA files or the .pfx's certificates")
+        return None
+    signers = [c for c in named if signed_by(current, c)]
+    if not signers:
+        problems.append(f"{describe(current)} names {current.issuer.rfc4514_string()} as issuer, but "
+                        "no configured certificate of that name signed it (a renewed CA key? "
+                        "configure the CA certificate that issued it)")
+        return None
+    # valid, proper CAs first, so a renewed CA certificate wins over its expired predecessor
+    signers.sort(key=lambda c: (_ca_problem(c) is not None, _validity_problem(c, at) is not None))
+    for issuer in signers:
+        problem = _ca_problem(issuer) or _validity_problem(issuer, at)
+        limit = _path_len(issuer)
+        below = len(path) - 1  # CA certificates between this issuer and the leaf
+        if problem is None and limit is not None and below > limit:
+            problem = (f"{describe(issuer)} allows {limit} intermediate CA(s) below it "
+                       f"(pathLenConstraint) but the chain has {below}")
+        if problem:
+            problems.append(problem)
+            continue
+        found = _extend(path + [issuer], roots, pool, at, problems)
+        if found is not None:
+            return found
+    return None
+
+
 def build_chain(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
                 extra: Sequence[x509.Certificate] = (), at: datetime | None = None) -> list[x509.Certificate]:
     """The issuers of `leaf` up to a configured (self-signed) root: leaf excluded, root last.
@@ -149,47 +193,7 @@ def build_chain(leaf: x509.Certificate, cas: Sequence[x509.Certificate],
             pool.append(cert)
 
     problems: list[str] = []
-
-    def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
-        current = path[-1]
-        if len(path) > 1 and current in roots:
-            return path[1:]
-        if len(path) > MAX_DEPTH:
-            problems.append(f"the chain is longer than {MAX_DEPTH} certificates")
-            return None
-        named = [c for c in pool if c.subject == current.issuer and c not in path]
-        if not named:
-            if len(path) > 1 and is_self_signed(current):
-                problems.append(f"the chain ends at root {describe(current)}, which is not among "
-                                "the configured CA files")
-            else:
-                problems.append(f"the issuer of {describe(current)} ({current.issuer.rfc4514_string()}) "
-                                "is not among the configured CA files or the .pfx's certificates")
-            return None
-        signers = [c for c in named if signed_by(current, c)]
-        if not signers:
-            problems.append(f"{describe(current)} names {current.issuer.rfc4514_string()} as issuer, but "
-                            "no configured certificate of that name signed it (a renewed CA key? "
-                            "configure the CA certificate that issued it)")
-            return None
-        # valid, proper CAs first, so a renewed CA certificate wins over its expired predecessor
-        signers.sort(key=lambda c: (_ca_problem(c) is not None, _validity_problem(c, at) is not None))
-        for issuer in signers:
-            problem = _ca_problem(issuer) or _validity_problem(issuer, at)
-            limit = _path_len(issuer)
-            below = len(path) - 1  # CA certificates between this issuer and the leaf
-            if problem is None and limit is not None and below > limit:
-                problem = (f"{describe(issuer)} allows {limit} intermediate CA(s) below it "
-                           f"(pathLenConstraint) but the chain has {below}")
-            if problem:
-                problems.append(problem)
-                continue
-            found = extend(path + [issuer])
-            if found is not None:
-                return found
-        return None
-
-    chain = extend([leaf])
+    chain = _extend([leaf], roots, pool, at, problems)
     if chain is None:
         raise CertificateError(problems[0] if problems else "no chain to a configured root")
     return chain
