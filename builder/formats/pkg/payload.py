@@ -11,6 +11,7 @@ import gzip
 import io
 import itertools
 import lzma
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
@@ -135,16 +136,30 @@ def install_kbytes(entries: Iterable[TreeEntry]) -> int:
 
 
 class _Gzip:
-    """Deterministic gzip member: no file name, mtime 0, fixed level, OS byte 255."""
+    """Deterministic gzip member, byte for byte what gzip.GzipFile(filename="", mtime=0,
+    compresslevel=GZIP_LEVEL) writes: header without a name, mtime 0, XFL 0, OS byte 255; raw
+    deflate; CRC-32 and size trailer. Written with zlib directly: GzipFile's per-write Python
+    bookkeeping cost more than the deflate itself on a small Scripts archive."""
+
+    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
     def __init__(self, out: BinaryIO):
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=GZIP_LEVEL, mtime=0)
+        self._out = out
+        self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+        self._crc = 0
+        self._size = 0
+        out.write(self.HEADER)
 
     def write(self, data: bytes) -> int:
-        return self._gz.write(data)
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        packed = self._z.compress(data)
+        if packed:
+            self._out.write(packed)
+        return len(data)
 
     def close(self) -> None:
-        self._gz.close()
+        self._out.write(self._z.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
 class _Plain:

@@ -10,7 +10,6 @@ import hashlib
 import os
 import stat
 import tempfile
-import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from .model import (ALGORITHM_IDS, CHUNK, GZIP, HASH_STYLES, OCTET_STREAM, Signe
                     split_path)
 from .output import Output, copy_range, write_all
 from .prefix import assemble_prefix, check_signer
-from .toc import signature_element, sub_element, text_element, toc_bytes
+from .toc import element_xml, escape_attr, escape_text, signature_element
 
 if TYPE_CHECKING:
     from .reader import XarReader
@@ -94,14 +93,49 @@ def _deflated(data: bytes) -> bytes:
     return b"".join([*(z.compress(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK)), z.flush()])
 
 
-def _walk(node: _Node, parent_el: ET.Element, order: list[tuple[_Node, ET.Element]]) -> None:
-    """The <file> elements below `node`, depth-first and name-sorted (a function of the module,
-    not a closure: a recursive closure is a reference cycle holding the whole tree)."""
+@dataclass
+class _Layout:
+    """The TOC walk's running state: nodes in id (and heap) order, and the next data offset."""
+
+    offset: int
+    order: list[_Node] = field(default_factory=list)
+
+
+def _walk(node: _Node, level: int, layout: _Layout, out: list[str]) -> None:
+    """The <file> elements below `node` as TOC text, depth-first and name-sorted, indented as
+    ET.indent(space=" ") indents them (`level`: their depth below <xar>); ids and heap order
+    follow this order. Written as text, not built as ElementTree elements: on a small archive
+    (an identity package) building and serialising the tree cost more than its compression.
+    A function of the module, not a closure: a recursive closure is a reference cycle."""
+    pad = "\n" + " " * level
+    inner = pad + " "
+    deep = inner + " "
     for name in sorted(node.children):
         child = node.children[name]
-        el = sub_element(parent_el, "file", id=str(len(order) + 1))
-        order.append((child, el))
-        _walk(child, el, order)
+        layout.order.append(child)
+        out.append(f'{pad}<file id="{len(layout.order)}">')
+        b = child.blob
+        if b is not None:
+            out.append(f"{inner}<data>{deep}<length>{b.length}</length>{deep}<offset>{layout.offset}</offset>"
+                       f'{deep}<size>{b.size}</size>{deep}<encoding style="{escape_attr(b.encoding)}"/>')
+            for tag, digest in (("extracted-checksum", b.extracted), ("archived-checksum", b.archived)):
+                if digest:
+                    out.append(f'{deep}<{tag} style="{escape_attr(digest[0])}">{escape_text(digest[1])}</{tag}>')
+            out.append(f"{inner}</data>")
+            layout.offset += b.length
+        if child.group is not None:
+            out.append(f"{inner}<group>{escape_text(child.group)}</group>")
+        out.append(f"{inner}<gid>{child.gid}</gid>")
+        if child.user is not None:
+            out.append(f"{inner}<user>{escape_text(child.user)}</user>")
+        out.append(f"{inner}<uid>{child.uid}</uid>{inner}<mode>0{child.mode:o}</mode>{inner}<type>{child.type}</type>")
+        if _needs_base64(child.name):
+            encoded = base64.b64encode(child.name.encode("utf-8")).decode("ascii")
+            out.append(f'{inner}<name enctype="base64">{encoded}</name>')
+        else:
+            out.append(f"{inner}<name>{escape_text(child.name)}</name>")
+        _walk(child, level + 1, layout, out)
+        out.append(f"{pad}</file>")
 
 
 class XarWriter:
@@ -340,80 +374,38 @@ class XarWriter:
                        entry.user if uid is None else None, entry.group if gid is None else None)
 
     # -- output
-    def _ordered(self) -> list[tuple[_Node, ET.Element]]:
-        """TOC <file> elements in depth-first, name-sorted order; ids and heap order follow it."""
-        toc = ET.Element("toc")
-        order: list[tuple[_Node, ET.Element]] = []
-        _walk(self._root, toc, order)
-        self._toc_el = toc
-        return order
-
-    def _toc_tree(self, order: list[tuple[_Node, ET.Element]], data_start: int) -> ET.Element:
-        root = ET.Element("xar")
-        toc = self._toc_el
-        root.append(toc)
+    def _toc_xml(self, data_start: int) -> tuple[bytes, list[_Node]]:
+        """The TOC (what toc_bytes makes of the tree ET.indent(space=" ") indented) and the file
+        nodes in id order, which the heap follows."""
         alg = self.checksum_alg
-        head = [text_element("creation-time", self.creation_time)]
-        cks = ET.Element("checksum", {"style": alg})
         digest_size = hashlib.new(alg).digest_size
-        sub_element(cks, "offset", "0")
-        sub_element(cks, "size", str(digest_size))
-        head.append(cks)
+        out = ['<?xml version="1.0" encoding="UTF-8"?>\n<xar>\n <toc>\n  <creation-time>',
+               escape_text(self.creation_time),
+               f'</creation-time>\n  <checksum style="{escape_attr(alg)}">\n   <offset>0</offset>'
+               f"\n   <size>{digest_size}</size>\n  </checksum>"]
         if self.signer is not None:
             rsa_size, cms_size = self._sig_sizes
             certs = [bytes(c) for c in self.signer.certificates]
-            head.append(signature_element("signature", "RSA", digest_size, rsa_size, certs))
+            out.append("\n  " + element_xml(signature_element("signature", "RSA", digest_size, rsa_size, certs), 2))
             if cms_size:
-                head.append(signature_element("x-signature", "CMS", digest_size + rsa_size, cms_size, certs))
-        for i, el in enumerate(head):
-            toc.insert(i, el)
-        offset = data_start
-        for node, el in order:
-            if node.blob is not None:
-                b = node.blob
-                d = ET.Element("data")
-                sub_element(d, "length", str(b.length))
-                sub_element(d, "offset", str(offset))
-                sub_element(d, "size", str(b.size))
-                sub_element(d, "encoding", style=b.encoding)
-                if b.extracted:
-                    sub_element(d, "extracted-checksum", b.extracted[1], style=b.extracted[0])
-                if b.archived:
-                    sub_element(d, "archived-checksum", b.archived[1], style=b.archived[0])
-                el.insert(0, d)
-                offset += b.length
-            pos = 1 if node.blob is not None else 0
-            fields = []
-            if node.group is not None:
-                fields.append(("group", node.group))
-            fields.append(("gid", str(node.gid)))
-            if node.user is not None:
-                fields.append(("user", node.user))
-            fields += [("uid", str(node.uid)), ("mode", f"0{node.mode:o}"), ("type", node.type)]
-            for tag, text in fields:
-                el.insert(pos, text_element(tag, text))
-                pos += 1
-            name_el = text_element("name", node.name)
-            if _needs_base64(node.name):
-                name_el.text = base64.b64encode(node.name.encode("utf-8")).decode("ascii")
-                name_el.set("enctype", "base64")
-            el.insert(pos, name_el)
-        ET.indent(root, space=" ")
-        return root
+                out.append("\n  " + element_xml(
+                    signature_element("x-signature", "CMS", digest_size + rsa_size, cms_size, certs), 2))
+        layout = _Layout(data_start)
+        _walk(self._root, 2, layout, out)
+        out.append("\n </toc>\n</xar>\n")
+        return "".join(out).encode("utf-8"), layout.order
 
     def close(self) -> None:
         if self._closed:
             return
         out: Output | None = None
         try:
-            order = self._ordered()
             digest_size = hashlib.new(self.checksum_alg).digest_size
-            data_start = digest_size + sum(self._sig_sizes)
-            toc = toc_bytes(self._toc_tree(order, data_start))
+            toc, order = self._toc_xml(digest_size + sum(self._sig_sizes))
             out = Output(self.dest) if self.dest is not None else None
             prefix = assemble_prefix(toc, self.checksum_alg, self.signer, self._sig_sizes)
             ranges: list[list] = []  # [fd, offset, length], contiguous pieces merged
-            for node, _ in order:
+            for node in order:
                 b = node.blob
                 if b is None or b.length == 0:
                     continue
