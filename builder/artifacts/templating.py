@@ -20,6 +20,8 @@ def shquote(value: object) -> str:
     text = str(value)
     if text == "":
         return "''"
+    if "'" not in text and "$" not in text and "`" not in text:
+        return "'" + text + "'"  # nothing to escape, the usual case
     parts: list[str] = []
     run = ""
     for ch in text:

@@ -235,7 +235,8 @@ def _script_entries(scripts) -> list:
         if e.path in ("./preinstall", "./postinstall"):
             if e.kind != "file":
                 raise BuildError("install script must be a regular file", where=e.path)
-            e = replace(e, mode=SCRIPT_MODE)
+            if e.mode != SCRIPT_MODE:
+                e = replace(e, mode=SCRIPT_MODE)
         out.append(e)
     return out
 
@@ -244,7 +245,7 @@ def _gz_archive(entries, tmpdir: str, name: str):
     from .payload import write_payload
     path = Path(tmpdir) / name
     with open(path, "wb") as out:
-        stats = write_payload(out, entries, compression="gzip")
+        stats = write_payload(out, entries, compression="gzip", checksums=False)
     return path, stats
 
 
@@ -311,7 +312,7 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
         members: dict[str, bytes | Path] = {"Bom": bom, "Payload": payload_bytes}
         if script_entries:
             scripts_gz = io.BytesIO()
-            write_payload(scripts_gz, script_entries, compression="gzip")
+            write_payload(scripts_gz, script_entries, compression="gzip", checksums=False)
             members["Scripts"] = scripts_gz.getvalue()
         info = info_for(stats)
         members["PackageInfo"] = render_package_info(info)

@@ -138,27 +138,48 @@ def install_kbytes(entries: Iterable[TreeEntry]) -> int:
 class _Gzip:
     """Deterministic gzip member, byte for byte what gzip.GzipFile(filename="", mtime=0,
     compresslevel=GZIP_LEVEL) writes: header without a name, mtime 0, XFL 0, OS byte 255; raw
-    deflate; CRC-32 and size trailer. Written with zlib directly: GzipFile's per-write Python
-    bookkeeping cost more than the deflate itself on a small Scripts archive."""
+    deflate; CRC-32 and size trailer. Written with zlib directly (GzipFile's per-write Python
+    bookkeeping cost more than the deflate on a small Scripts archive), and small writes (cpio
+    headers) are gathered before deflating: deflate's output does not depend on how its input is
+    split (without flushes), and one call on 15 KB costs ~15 % less than fifteen."""
 
     HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    GATHER = 1 << 16
 
     def __init__(self, out: BinaryIO):
         self._out = out
         self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
         self._crc = 0
         self._size = 0
+        self._held: list = []
+        self._held_size = 0
         out.write(self.HEADER)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data) -> int:
+        n = len(data)
+        if self._held_size + n < self.GATHER:
+            self._held.append(data if type(data) is bytes else bytes(data))  # a view's buffer may be reused
+            self._held_size += n
+            return n
+        self._deflate()
+        self._deflate_one(data)
+        return n
+
+    def _deflate(self) -> None:
+        if self._held:
+            self._deflate_one(b"".join(self._held))
+            self._held.clear()
+            self._held_size = 0
+
+    def _deflate_one(self, data) -> None:
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         packed = self._z.compress(data)
         if packed:
             self._out.write(packed)
-        return len(data)
 
     def close(self) -> None:
+        self._deflate()
         self._out.write(self._z.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
@@ -173,8 +194,10 @@ class _Plain:
         pass
 
 
-def write_payload(out: BinaryIO, entries: list[TreeEntry], *, compression: str = "gzip") -> PayloadStats:
-    """Write entries as odc cpio wrapped in `compression` ("gzip", "pbzx" or "none")."""
+def write_payload(out: BinaryIO, entries: list[TreeEntry], *, compression: str = "gzip",
+                  checksums: bool = True) -> PayloadStats:
+    """Write entries as odc cpio wrapped in `compression` ("gzip", "pbzx" or "none").
+    checksums=False leaves PayloadStats.checksums empty: a Scripts archive has no BOM to feed."""
     if compression == "gzip":
         sink = _Gzip(out)
     elif compression == "pbzx":
@@ -188,8 +211,8 @@ def write_payload(out: BinaryIO, entries: list[TreeEntry], *, compression: str =
     def on_data(entry: TreeEntry, chunk: bytes) -> None:
         sums.setdefault(entry.path, Cksum()).update(chunk)
 
-    write_odc(sink, entries, on_data=on_data)
+    write_odc(sink, entries, on_data=on_data if checksums else None)
     sink.close()
-    checksums = {e.path: (sums[e.path].value() if e.path in sums else Cksum().value())
-                 for e in entries if e.kind in ("file", "symlink")}
-    return PayloadStats(files=len(entries), install_kbytes=install_kbytes(entries), checksums=checksums)
+    found = {e.path: (sums[e.path].value() if e.path in sums else Cksum().value())
+             for e in entries if e.kind in ("file", "symlink")} if checksums else {}
+    return PayloadStats(files=len(entries), install_kbytes=install_kbytes(entries), checksums=found)

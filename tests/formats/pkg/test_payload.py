@@ -144,7 +144,8 @@ def test_write_gzip_payload(tmp_path):
 
 
 @settings(max_examples=200, deadline=None)
-@given(pieces=st.lists(st.one_of(st.binary(max_size=3000), st.sampled_from([b"", b"#!/bin/bash\n" * 300])),
+@given(pieces=st.lists(st.one_of(st.binary(max_size=3000), st.sampled_from([b"", b"#!/bin/bash\n" * 300]),
+                                 st.integers(1, 600).map(lambda n: bytes(range(256)) * n)),
                        max_size=12), data=st.data())
 def test_gzip_member_is_what_gzipfile_writes(pieces, data):
     """The payload's gzip member is written with zlib directly; it must be byte for byte the
