@@ -148,7 +148,7 @@ class _Gzip:
 
     def __init__(self, out: BinaryIO):
         self._out = out
-        self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+        self._z = None  # made at the first deflate; a member gathered whole is deflated in one call
         self._crc = 0
         self._size = 0
         self._held: list = []
@@ -172,6 +172,8 @@ class _Gzip:
             self._held_size = 0
 
     def _deflate_one(self, data) -> None:
+        if self._z is None:
+            self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         packed = self._z.compress(data)
@@ -179,8 +181,16 @@ class _Gzip:
             self._out.write(packed)
 
     def close(self) -> None:
-        self._deflate()
-        self._out.write(self._z.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        if self._z is None:  # all of it gathered (a Scripts archive): one-shot deflate, same stream
+            data = b"".join(self._held)
+            self._held.clear()
+            self._crc = zlib.crc32(data)
+            self._size = len(data)
+            packed = zlib.compress(data, GZIP_LEVEL, wbits=-zlib.MAX_WBITS)
+        else:
+            self._deflate()
+            packed = self._z.flush()
+        self._out.write(packed + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
 class _Plain:

@@ -8,6 +8,7 @@ import base64
 import functools
 import hashlib
 import os
+import re
 import stat
 import tempfile
 import zlib
@@ -77,20 +78,24 @@ def _check_ids(path: str, mode: int, uid: int, gid: int) -> None:
             raise BuildError(f"{what} {value!r} out of range", where=path)
 
 
+# characters XML cannot carry (controls, lone surrogates, U+FFFE/U+FFFF) or that we keep out of it
+_UNSAFE_IN_XML = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
 def _needs_base64(name: str) -> bool:
-    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) <= 0xDFFF
-               or ord(ch) in (0xFFFE, 0xFFFF) for ch in name) or name != name.strip()
+    return _UNSAFE_IN_XML.search(name) is not None or name != name.strip()
 
 
 SMALL_MEMBER = 1 << 16
 
 
 @functools.lru_cache(maxsize=32)
-def _deflated(data: bytes) -> bytes:
-    """The zlib stream XarWriter._store writes for `data` (same level, same chunking)."""
-    z = zlib.compressobj(9)
-    view = memoryview(data)
-    return b"".join([*(z.compress(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK)), z.flush()])
+def _deflated(data: bytes, alg: str) -> tuple[bytes, str, str]:
+    """The zlib stream XarWriter._store writes for `data` (same level; deflate's output does not
+    depend on how its input is split), made in one call, with its archived and extracted digests."""
+    packed = zlib.compress(data, 9)
+    new = getattr(hashlib, alg)
+    return packed, new(packed).hexdigest(), new(data).hexdigest()
 
 
 @dataclass
@@ -143,8 +148,9 @@ class XarWriter:
 
     in_memory=True spools to memory instead, for small archives (a per-device identity package):
     the output file is then the only file created, and `written` holds its (sha256, size); with
-    dest None no file at all is created and `data` holds the archive (a sealed build's secrets). `mode` is the output's permission bits, set
-    before it appears under its name (0o600 for an archive that holds secrets).
+    dest None no file at all is created and `data` holds the archive (a sealed build's secrets;
+    `written` stays None: the caller hashes what it keeps). `mode` is the output's permission
+    bits, set before it appears under its name (0o600 for an archive that holds secrets).
     """
 
     def __init__(self, dest: str | os.PathLike | None, *, checksum_alg: str = "sha1",
@@ -161,6 +167,7 @@ class XarWriter:
         self.data: bytes | None = None  # the archive, when dest is None
         self.checksum_alg = checksum_alg
         self.file_checksum_alg = file_checksum_alg
+        self._file_hash = getattr(hashlib, file_checksum_alg)  # every HASH_STYLES name is one
         epoch = repro.build_epoch() if creation_time is None else int(creation_time)
         self.creation_time = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         self.signer = signer
@@ -263,7 +270,7 @@ class XarWriter:
     def _store(self, chunks: Iterable, compress: bool) -> _Blob:
         alg = self.file_checksum_alg
         start = self._spool_pos
-        ext = hashlib.new(alg)
+        ext = self._file_hash()
         size = 0
         if not compress:
             for chunk in chunks:
@@ -272,7 +279,7 @@ class XarWriter:
                 size += len(chunk)
             digest = (alg, ext.hexdigest())
             return _Blob(start, size, size, OCTET_STREAM, digest, digest)
-        arc = hashlib.new(alg)
+        arc = self._file_hash()
         z = zlib.compressobj(9)
         for chunk in chunks:
             ext.update(chunk)
@@ -296,20 +303,19 @@ class XarWriter:
                   gid: int = 0, user: str | None = None, group: str | None = None) -> None:
         if compress and len(data) <= SMALL_MEMBER:
             # small members recur (every identity package of a build has the same Bom): their
-            # zlib stream, the same bytes _store would make, is made once per process
-            packed = _deflated(bytes(data))
-            self._add_file(path, lambda: self._store_packed(data, packed), mode, uid, gid, user, group)
+            # zlib stream, the same bytes _store would make, and its digests are made once per process
+            packed = _deflated(bytes(data), self.file_checksum_alg)
+            self._add_file(path, lambda: self._store_packed(len(data), *packed), mode, uid, gid, user, group)
             return
         view = memoryview(data)
         chunks = (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
         self.add_chunks(path, chunks, compress=compress, mode=mode, uid=uid, gid=gid, user=user, group=group)
 
-    def _store_packed(self, data: bytes, packed: bytes) -> _Blob:
+    def _store_packed(self, size: int, packed: bytes, archived: str, extracted: str) -> _Blob:
         alg = self.file_checksum_alg
         start = self._spool_pos
         self._spool_write(packed)
-        return _Blob(start, len(packed), len(data), GZIP, (alg, hashlib.new(alg, packed).hexdigest()),
-                     (alg, hashlib.new(alg, data).hexdigest()))
+        return _Blob(start, len(packed), size, GZIP, (alg, archived), (alg, extracted))
 
     def add_file(self, path: str, src: str | os.PathLike, *, compress: bool = False, mode: int = 0o644,
                  uid: int = 0, gid: int = 0, user: str | None = None, group: str | None = None) -> None:
@@ -319,7 +325,7 @@ class XarWriter:
                     st = os.fstat(f.fileno())
                     if compress or not stat.S_ISREG(st.st_mode) or st.st_size < REFERENCE_MIN:
                         return self._store(_file_chunks(f), compress)
-                    h = hashlib.new(self.file_checksum_alg)
+                    h = self._file_hash()
                     size = 0
                     for chunk in _file_chunks(f):
                         h.update(chunk)
@@ -353,7 +359,7 @@ class XarWriter:
             start = self._spool_pos
             refer = reader._fd is not None and data.length >= REFERENCE_MIN
             st = os.fstat(reader._fd) if refer else None
-            extra = None if data.archived_checksum else hashlib.new(self.file_checksum_alg)
+            extra = None if data.archived_checksum else self._file_hash()
             for chunk in reader.iter_stored(entry):  # verifies the archived checksum at the end
                 if extra is not None:
                     extra.update(chunk)
@@ -419,13 +425,12 @@ class XarWriter:
                     ranges.append([fd, b.offset, b.length])
             if self._memory is not None and all(fd == -1 for fd, _, _ in ranges):
                 # everything is in memory: write it at once, and tell the caller what was written
-                whole = bytearray(prefix)
-                for _, offset, length in ranges:
-                    whole += memoryview(self._memory)[offset:offset + length]
-                self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
+                with memoryview(self._memory) as memory:
+                    whole = b"".join([prefix, *(memory[offset:offset + length] for _, offset, length in ranges)])
                 if out is None:
-                    self.data = bytes(whole)
+                    self.data = whole
                     return
+                self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
                 write_all(out.fd, whole)
             else:
                 write_all(out.fd, prefix)
