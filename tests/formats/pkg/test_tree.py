@@ -78,7 +78,8 @@ def test_normalize_path():
     assert normalize_path("./") == normalize_path("") == normalize_path(".") == "."
     assert normalize_path("postinstall") == "./postinstall" and normalize_path("é x") == "./é x"
     assert normalize_path("...") == "./..." and normalize_path(" ") == "./ "
-    for bad in ("..", "a\x00", "\x00", "/a", "a/../b"):
+    assert normalize_path("./a") == "./a" and normalize_path("./") == normalize_path("./.") == "."
+    for bad in ("..", "a\x00", "\x00", "/a", "a/../b", "./..", "./a\x00"):
         with pytest.raises(FormatError):
             normalize_path(bad)
 

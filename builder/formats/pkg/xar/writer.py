@@ -118,28 +118,31 @@ def _walk(node: _Node, level: int, layout: _Layout, out: list[str]) -> None:
     for name in sorted(node.children):
         child = node.children[name]
         layout.order.append(child)
-        out.append(f'{pad}<file id="{len(layout.order)}">')
         b = child.blob
+        data = ""
         if b is not None:
-            out.append(f"{inner}<data>{deep}<length>{b.length}</length>{deep}<offset>{layout.offset}</offset>"
-                       f'{deep}<size>{b.size}</size>{deep}<encoding style="{escape_attr(b.encoding)}"/>')
-            for tag, digest in (("extracted-checksum", b.extracted), ("archived-checksum", b.archived)):
-                if digest:
-                    out.append(f'{deep}<{tag} style="{escape_attr(digest[0])}">{escape_text(digest[1])}</{tag}>')
-            out.append(f"{inner}</data>")
+            data = (f"{inner}<data>{deep}<length>{b.length}</length>{deep}<offset>{layout.offset}</offset>"
+                    f'{deep}<size>{b.size}</size>{deep}<encoding style="{escape_attr(b.encoding)}"/>')
+            if b.extracted:
+                data += (f'{deep}<extracted-checksum style="{escape_attr(b.extracted[0])}">'
+                         f"{escape_text(b.extracted[1])}</extracted-checksum>")
+            if b.archived:
+                data += (f'{deep}<archived-checksum style="{escape_attr(b.archived[0])}">'
+                         f"{escape_text(b.archived[1])}</archived-checksum>")
+            data += f"{inner}</data>"
             layout.offset += b.length
-        if child.group is not None:
-            out.append(f"{inner}<group>{escape_text(child.group)}</group>")
-        out.append(f"{inner}<gid>{child.gid}</gid>")
-        if child.user is not None:
-            out.append(f"{inner}<user>{escape_text(child.user)}</user>")
-        out.append(f"{inner}<uid>{child.uid}</uid>{inner}<mode>0{child.mode:o}</mode>{inner}<type>{child.type}</type>")
+        group = "" if child.group is None else f"{inner}<group>{escape_text(child.group)}</group>"
+        user = "" if child.user is None else f"{inner}<user>{escape_text(child.user)}</user>"
         if _needs_base64(child.name):
             encoded = base64.b64encode(child.name.encode("utf-8")).decode("ascii")
-            out.append(f'{inner}<name enctype="base64">{encoded}</name>')
+            name_el = f'{inner}<name enctype="base64">{encoded}</name>'
         else:
-            out.append(f"{inner}<name>{escape_text(child.name)}</name>")
-        _walk(child, level + 1, layout, out)
+            name_el = f"{inner}<name>{escape_text(child.name)}</name>"
+        out.append(f'{pad}<file id="{len(layout.order)}">{data}{group}{inner}<gid>{child.gid}</gid>{user}'
+                   f"{inner}<uid>{child.uid}</uid>{inner}<mode>0{child.mode:o}</mode>{inner}<type>{child.type}</type>"
+                   f"{name_el}")
+        if child.children:
+            _walk(child, level + 1, layout, out)
         out.append(f"{pad}</file>")
 
 
