@@ -89,6 +89,11 @@ def _needs_base64(name: str) -> bool:
 SMALL_MEMBER = 1 << 16
 
 
+@functools.lru_cache(maxsize=8)
+def _toc_time(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 @functools.lru_cache(maxsize=32)
 def _deflated(data: bytes, alg: str) -> tuple[bytes, str, str]:
     """The zlib stream XarWriter._store writes for `data` (same level; deflate's output does not
@@ -171,8 +176,7 @@ class XarWriter:
         self.checksum_alg = checksum_alg
         self.file_checksum_alg = file_checksum_alg
         self._file_hash = getattr(hashlib, file_checksum_alg)  # every HASH_STYLES name is one
-        epoch = repro.build_epoch() if creation_time is None else int(creation_time)
-        self.creation_time = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        self.creation_time = _toc_time(repro.build_epoch() if creation_time is None else int(creation_time))
         self.signer = signer
         self._sig_sizes = check_signer(signer)[:2] if signer is not None else (0, 0)
         self._root = _Node("", "directory", 0o755, 0, 0, "root", "wheel")
@@ -311,7 +315,7 @@ class XarWriter:
             self._add_file(path, lambda: self._store_packed(len(data), *packed), mode, uid, gid, user, group)
             return
         view = memoryview(data)
-        chunks = (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
+        chunks = (view,) if len(view) <= CHUNK else (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
         self.add_chunks(path, chunks, compress=compress, mode=mode, uid=uid, gid=gid, user=user, group=group)
 
     def _store_packed(self, size: int, packed: bytes, archived: str, extracted: str) -> _Blob:
