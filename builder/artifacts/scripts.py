@@ -202,7 +202,7 @@ def render_identity_scripts(ctx: IdentityContext) -> dict[str, str]:
     """The identity package's scripts: the Jinja2 render (_render_identity) byte for byte, made
     from a stencil rendered once per build (only the hostname and .p12 name differ per Mac)."""
     validate_identity(ctx)
-    stencils = _identity_stencils(replace(ctx, hostname=hole(0), p12_name=hole(1)))
+    stencils = _identity_stencils(ctx.fleet, ctx.binary_path, ctx.ca_names, ctx.label)
     if stencils is None:
         return _render_identity(ctx)
     values = (ctx.hostname, ctx.p12_name)
@@ -214,10 +214,13 @@ _PROBE = ("Probe's $(x) `y` \\z\t\"q\"", "p 'q' $r.p12")
 
 
 @functools.lru_cache(maxsize=8)
-def _identity_stencils(shape: IdentityContext) -> dict[str, Stencil] | None:
-    """Stencils of the identity scripts for `shape` (hostname and .p12 name are holes 0 and 1);
-    None when they would not reproduce the Jinja2 render of the probe (a template using the
-    hostname other than as {{ value }} or {{ value | shquote }}): then every Mac renders."""
+def _identity_stencils(fleet: str, binary_path: str, ca_names: tuple[str, ...],
+                       label: str) -> dict[str, Stencil] | None:
+    """Stencils of the identity scripts for everything but the hostname and .p12 name (holes 0
+    and 1); None when they would not reproduce the Jinja2 render of the probe (a template using
+    the hostname other than as {{ value }} or {{ value | shquote }}): then every Mac renders."""
+    shape = IdentityContext(fleet=fleet, hostname=hole(0), binary_path=binary_path, p12_name=hole(1),
+                            ca_names=ca_names, label=label)
     stencils = {name: Stencil.from_rendered(text, len(_PROBE)) for name, text in _render_identity(shape).items()}
     probe = replace(shape, hostname=_PROBE[0], p12_name=_PROBE[1])
     if any(stencils[name].fill(_PROBE) != text for name, text in _render_identity(probe).items()):

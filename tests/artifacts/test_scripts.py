@@ -157,9 +157,9 @@ def test_identity_stencil_is_refused_when_it_cannot_reproduce_the_render():
     from builder.artifacts.templating import Stencil, hole
 
     odd = replace(IDENTITY, binary_path=f"/opt/{hole(0)}/1E.Client")
-    assert _identity_stencils(replace(odd, hostname=hole(0), p12_name=hole(1))) is None
+    assert _identity_stencils(odd.fleet, odd.binary_path, odd.ca_names, odd.label) is None
     assert render_identity_scripts(odd) == _render_identity(odd)
-    assert _identity_stencils(replace(IDENTITY, hostname=hole(0), p12_name=hole(1))) is not None
+    assert _identity_stencils(IDENTITY.fleet, IDENTITY.binary_path, IDENTITY.ca_names, IDENTITY.label) is not None
     # the ambiguity the probe guards against: a raw value between literal quotes reads as shquoted
     stencil = Stencil.from_rendered(f"a '{hole(0)}' b {hole(0)}", 1)
     assert stencil.holes == ((0, True), (0, False))
