@@ -16,12 +16,13 @@ Which file goes where (the pipeline builds the packages; see `wrapper_payload_fi
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
 from .resources import payloads_dir
-from .templating import render, shquote
+from .templating import Stencil, hole, render, shquote
 
 IDENTITY_PASSWORD_FILE = "identity.pass"
 KEYCHAIN = "/Library/Keychains/System.keychain"
@@ -198,7 +199,36 @@ def wrapper_payload_files(ctx: ScriptContext, rendered: dict[str, str] | None = 
 
 
 def render_identity_scripts(ctx: IdentityContext) -> dict[str, str]:
+    """The identity package's scripts: the Jinja2 render (_render_identity) byte for byte, made
+    from a stencil rendered once per build (only the hostname and .p12 name differ per Mac)."""
     validate_identity(ctx)
+    stencils = _identity_stencils(ctx.fleet, ctx.binary_path, ctx.ca_names, ctx.label)
+    if stencils is None:
+        return _render_identity(ctx)
+    values = (ctx.hostname, ctx.p12_name)
+    return {name: stencil.fill(values) for name, stencil in stencils.items()}
+
+
+# Used once per stencil: a render of it must equal the Jinja2 render for this hostile probe.
+_PROBE = ("Probe's $(x) `y` \\z\t\"q\"", "p 'q' $r.p12")
+
+
+@functools.lru_cache(maxsize=8)
+def _identity_stencils(fleet: str, binary_path: str, ca_names: tuple[str, ...],
+                       label: str) -> dict[str, Stencil] | None:
+    """Stencils of the identity scripts for everything but the hostname and .p12 name (holes 0
+    and 1); None when they would not reproduce the Jinja2 render of the probe (a template using
+    the hostname other than as {{ value }} or {{ value | shquote }}): then every Mac renders."""
+    shape = IdentityContext(fleet=fleet, hostname=hole(0), binary_path=binary_path, p12_name=hole(1),
+                            ca_names=ca_names, label=label)
+    stencils = {name: Stencil.from_rendered(text, len(_PROBE)) for name, text in _render_identity(shape).items()}
+    probe = replace(shape, hostname=_PROBE[0], p12_name=_PROBE[1])
+    if any(stencils[name].fill(_PROBE) != text for name, text in _render_identity(probe).items()):
+        return None
+    return stencils
+
+
+def _render_identity(ctx: IdentityContext) -> dict[str, str]:
     values = {"ctx": ctx, "keychain": KEYCHAIN, "password_file": IDENTITY_PASSWORD_FILE,
               "log_path": f"/var/log/fleetpkg-{ctx.fleet}.log",
               "override_file": f"/Library/Application Support/fleetpkg/{ctx.fleet}/allow-any-host"}

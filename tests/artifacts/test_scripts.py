@@ -123,6 +123,49 @@ def test_identity_values_that_cannot_be_carried_are_refused(change):
         render_identity_scripts(replace(IDENTITY, **change))
 
 
+# Values as hostile as validation lets through, incl. the stencil's own hole markers.
+STENCIL_TEXT = st.lists(st.one_of(st.sampled_from(["'", "$", "`", "\\", '"', " ", "\t", "$(id)", "''", "x'",
+                                                   "\ue000", "\ue001", "\ue0000\ue001", "\ue0001\ue001"]),
+                                  st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=4)),
+                        min_size=1, max_size=6).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostname=STENCIL_TEXT, p12_stem=STENCIL_TEXT, binary=STENCIL_TEXT, label=STENCIL_TEXT,
+       fleet=st.sampled_from(["acme-prod", "f", "0-x"]),
+       ca_names=st.lists(STENCIL_TEXT.map(lambda n: f"ca {n}.cer"), max_size=3, unique=True))
+def test_identity_scripts_are_the_jinja_render(hostname, p12_stem, binary, label, fleet, ca_names):
+    """Identity scripts are filled into a stencil rendered once per build; they must be the Jinja2
+    render of the same context byte for byte, for any hostname the validation accepts."""
+    from hypothesis import assume
+
+    from builder.artifacts.scripts import _render_identity, validate_identity
+
+    ctx = IdentityContext(fleet=fleet, hostname=hostname, binary_path="/" + binary.replace("/", "_"),
+                          p12_name=f"{p12_stem.replace('/', '_')}.p12", ca_names=tuple(ca_names), label=label)
+    try:
+        validate_identity(ctx)
+    except ConfigError:
+        assume(False)
+    assert render_identity_scripts(ctx) == _render_identity(ctx)
+
+
+def test_identity_stencil_is_refused_when_it_cannot_reproduce_the_render():
+    """A value of the build holding a hole marker would be filled as a hostname: the probe render
+    catches it and every Mac renders with Jinja2 instead, still byte-identical."""
+    from builder.artifacts.scripts import _identity_stencils, _render_identity
+    from builder.artifacts.templating import Stencil, hole
+
+    odd = replace(IDENTITY, binary_path=f"/opt/{hole(0)}/1E.Client")
+    assert _identity_stencils(odd.fleet, odd.binary_path, odd.ca_names, odd.label) is None
+    assert render_identity_scripts(odd) == _render_identity(odd)
+    assert _identity_stencils(IDENTITY.fleet, IDENTITY.binary_path, IDENTITY.ca_names, IDENTITY.label) is not None
+    # the ambiguity the probe guards against: a raw value between literal quotes reads as shquoted
+    stencil = Stencil.from_rendered(f"a '{hole(0)}' b {hole(0)}", 1)
+    assert stencil.holes == ((0, True), (0, False))
+    assert stencil.fill(["it's"]) == "a 'it'\\''s' b it's"
+
+
 def test_payload_files_and_modes():
     files = wrapper_payload_files(SAMPLE)
     assert [(f.path.rsplit("/", 1)[1], oct(f.mode)) for f in files] == [

@@ -298,16 +298,20 @@ def _odc_field(value: int, width: int, what: str, path: str) -> bytes:
     return b"%0*o" % (width, value)
 
 
+_ODC_FIELDS = ((6, "device"), (6, "inode"), (6, "mode"), (6, "uid"), (6, "gid"), (6, "link count"),
+               (6, "rdev"), (11, "mtime"), (6, "name size"), (11, "file size"))
+_ODC_FORMAT = ODC_MAGIC + b"".join(b"%%0%do" % width for width, _ in _ODC_FIELDS)
+_MAX6, _MAX11 = 8 ** 6, 8 ** 11
+
+
 def _odc_header(*, dev: int, ino: int, mode: int, uid: int, gid: int, nlink: int, rdev: int,
                 mtime: int, name: bytes, size: int, path: str) -> bytes:
-    return b"".join((
-        ODC_MAGIC, _odc_field(dev, 6, "device", path), _odc_field(ino, 6, "inode", path),
-        _odc_field(mode, 6, "mode", path), _odc_field(uid, 6, "uid", path),
-        _odc_field(gid, 6, "gid", path), _odc_field(nlink, 6, "link count", path),
-        _odc_field(rdev, 6, "rdev", path), _odc_field(mtime, 11, "mtime", path),
-        _odc_field(len(name) + 1, 6, "name size", path), _odc_field(size, 11, "file size", path),
-        name, b"\x00",
-    ))
+    values = (dev, ino, mode, uid, gid, nlink, rdev, mtime, len(name) + 1, size)
+    if (min(values) < 0 or max(dev, ino, mode, uid, gid, nlink, rdev, values[8]) >= _MAX6
+            or mtime >= _MAX11 or size >= _MAX11):
+        for value, (width, what) in zip(values, _ODC_FIELDS):
+            _odc_field(value, width, what, path)  # names the field that does not fit
+    return _ODC_FORMAT % values + name + b"\x00"
 
 
 def _file_chunks(entry: TreeEntry) -> Iterator[bytes]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+from ... import repro
 from ...errors import BuildError, FormatError
 from .component import PackageInfo, parse_package_info, render_package_info, scripts_for
 from .product import Distribution, parse_distribution, render_distribution
@@ -67,6 +68,7 @@ class Package:
         self.close()
 
 
+@functools.cache
 def _xar():
     from . import xar  # imported lazily: `inspect` of a Mach-O should not pay for it
     return xar
@@ -235,7 +237,8 @@ def _script_entries(scripts) -> list:
         if e.path in ("./preinstall", "./postinstall"):
             if e.kind != "file":
                 raise BuildError("install script must be a regular file", where=e.path)
-            e = replace(e, mode=SCRIPT_MODE)
+            if e.mode != SCRIPT_MODE:
+                e = replace(e, mode=SCRIPT_MODE)
         out.append(e)
     return out
 
@@ -244,7 +247,7 @@ def _gz_archive(entries, tmpdir: str, name: str):
     from .payload import write_payload
     path = Path(tmpdir) / name
     with open(path, "wb") as out:
-        stats = write_payload(out, entries, compression="gzip")
+        stats = write_payload(out, entries, compression="gzip", checksums=False)
     return path, stats
 
 
@@ -278,21 +281,19 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
     """
     if not identifier or not version:
         raise BuildError("a component needs an identifier and a version", where=str(dest))
-    from .tree import entries_from_mapping
     if root is None:
-        entries = entries_from_mapping({}, dir_mode=0o755)
+        entries = _bare_root(repro.build_epoch())
         if scripts is None:
             raise BuildError("a payload-free component needs scripts", where=str(dest))
     else:
         entries = _payload_entries(root, str(dest))
     script_entries = _script_entries(scripts) if scripts is not None else None
-    if script_entries is not None:
-        names = [e.path[2:] for e in script_entries if e.kind == "file"]
-        if not scripts_for(names) and root is None:
-            raise BuildError("scripts hold neither preinstall nor postinstall", where=str(dest))
-    import tempfile
+    installs = scripts_for(e.path[2:] for e in script_entries or () if e.kind == "file")
+    if script_entries is not None and not installs and root is None:
+        raise BuildError("scripts hold neither preinstall nor postinstall", where=str(dest))
     from .payload import write_payload
-    if dest is None and not _all_in_memory(entries, script_entries):
+    in_memory = _all_in_memory(entries, script_entries)
+    if dest is None and not in_memory:
         raise BuildError("internal error: only a small in-memory package can be built without a file",
                          where=identifier)
     dest = Path(dest) if dest is not None else None
@@ -300,18 +301,17 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
     def info_for(stats) -> PackageInfo:
         return PackageInfo(
             identifier=identifier, version=version, install_location=install_location, auth=auth,
-            postinstall_action=postinstall_action,
-            scripts=scripts_for(e.path[2:] for e in script_entries or () if e.kind == "file"),
+            postinstall_action=postinstall_action, scripts=installs,
             bundles=tuple(bundles), payload_files=stats.files,
             install_kbytes=0 if root is None else stats.install_kbytes)
 
-    if _all_in_memory(entries, script_entries):
+    if in_memory:
         # the same members, byte for byte, without temporary files: the package is the only file
         payload_bytes, bom, stats = _payload_members(tuple(entries), compression)
         members: dict[str, bytes | Path] = {"Bom": bom, "Payload": payload_bytes}
         if script_entries:
             scripts_gz = io.BytesIO()
-            write_payload(scripts_gz, script_entries, compression="gzip")
+            write_payload(scripts_gz, script_entries, compression="gzip", checksums=False)
             members["Scripts"] = scripts_gz.getvalue()
         info = info_for(stats)
         members["PackageInfo"] = render_package_info(info)
@@ -319,6 +319,7 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
             _add_members(w, "", members)
         sha256, size = w.written or (None, None)
         return BuiltComponent(dest, info, sha256, size, w.data)
+    import tempfile
     with tempfile.TemporaryDirectory(prefix=".fleetpkg-", dir=dest.parent) as tmp:
         payload_path = Path(tmp) / "Payload"
         with open(payload_path, "wb") as out:
@@ -332,6 +333,13 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
         with _xar().XarWriter(dest, checksum_alg=checksum_alg, mode=mode) as w:
             _add_members(w, "", members)
     return BuiltComponent(dest, info)
+
+
+@functools.lru_cache(maxsize=8)
+def _bare_root(epoch: int) -> tuple:
+    """A payload-free package's tree: the "." folder alone."""
+    from .tree import entries_from_mapping
+    return tuple(entries_from_mapping({}, dir_mode=0o755, mtime=epoch))
 
 
 def _payload_members(entries: tuple, compression: str):

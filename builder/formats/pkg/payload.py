@@ -11,6 +11,7 @@ import gzip
 import io
 import itertools
 import lzma
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
@@ -135,16 +136,61 @@ def install_kbytes(entries: Iterable[TreeEntry]) -> int:
 
 
 class _Gzip:
-    """Deterministic gzip member: no file name, mtime 0, fixed level, OS byte 255."""
+    """Deterministic gzip member, byte for byte what gzip.GzipFile(filename="", mtime=0,
+    compresslevel=GZIP_LEVEL) writes: header without a name, mtime 0, XFL 0, OS byte 255; raw
+    deflate; CRC-32 and size trailer. Written with zlib directly (GzipFile's per-write Python
+    bookkeeping cost more than the deflate on a small Scripts archive), and small writes (cpio
+    headers) are gathered before deflating: deflate's output does not depend on how its input is
+    split (without flushes), and one call on 15 KB costs ~12 % less than fifteen."""
+
+    HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    GATHER = 1 << 16
 
     def __init__(self, out: BinaryIO):
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=GZIP_LEVEL, mtime=0)
+        self._out = out
+        self._z = None  # made at the first deflate; a member gathered whole is deflated in one call
+        self._crc = 0
+        self._size = 0
+        self._held: list = []
+        self._held_size = 0
+        out.write(self.HEADER)
 
-    def write(self, data: bytes) -> int:
-        return self._gz.write(data)
+    def write(self, data) -> int:
+        n = len(data)
+        if self._held_size + n < self.GATHER:
+            self._held.append(data if type(data) is bytes else bytes(data))  # a view's buffer may be reused
+            self._held_size += n
+            return n
+        self._deflate()
+        self._deflate_one(data)
+        return n
+
+    def _deflate(self) -> None:
+        if self._held:
+            self._deflate_one(b"".join(self._held))
+            self._held.clear()
+            self._held_size = 0
+
+    def _deflate_one(self, data) -> None:
+        if self._z is None:
+            self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        packed = self._z.compress(data)
+        if packed:
+            self._out.write(packed)
 
     def close(self) -> None:
-        self._gz.close()
+        if self._z is None:  # all of it gathered (a Scripts archive): one-shot deflate, same stream
+            data = b"".join(self._held)
+            self._held.clear()
+            self._crc = zlib.crc32(data)
+            self._size = len(data)
+            packed = zlib.compress(data, GZIP_LEVEL, wbits=-zlib.MAX_WBITS)
+        else:
+            self._deflate()
+            packed = self._z.flush()
+        self._out.write(packed + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
 class _Plain:
@@ -158,8 +204,10 @@ class _Plain:
         pass
 
 
-def write_payload(out: BinaryIO, entries: list[TreeEntry], *, compression: str = "gzip") -> PayloadStats:
-    """Write entries as odc cpio wrapped in `compression` ("gzip", "pbzx" or "none")."""
+def write_payload(out: BinaryIO, entries: list[TreeEntry], *, compression: str = "gzip",
+                  checksums: bool = True) -> PayloadStats:
+    """Write entries as odc cpio wrapped in `compression` ("gzip", "pbzx" or "none").
+    checksums=False leaves PayloadStats.checksums empty: a Scripts archive has no BOM to feed."""
     if compression == "gzip":
         sink = _Gzip(out)
     elif compression == "pbzx":
@@ -173,8 +221,8 @@ def write_payload(out: BinaryIO, entries: list[TreeEntry], *, compression: str =
     def on_data(entry: TreeEntry, chunk: bytes) -> None:
         sums.setdefault(entry.path, Cksum()).update(chunk)
 
-    write_odc(sink, entries, on_data=on_data)
+    write_odc(sink, entries, on_data=on_data if checksums else None)
     sink.close()
-    checksums = {e.path: (sums[e.path].value() if e.path in sums else Cksum().value())
-                 for e in entries if e.kind in ("file", "symlink")}
-    return PayloadStats(files=len(entries), install_kbytes=install_kbytes(entries), checksums=checksums)
+    found = {e.path: (sums[e.path].value() if e.path in sums else Cksum().value())
+             for e in entries if e.kind in ("file", "symlink")} if checksums else {}
+    return PayloadStats(files=len(entries), install_kbytes=install_kbytes(entries), checksums=found)

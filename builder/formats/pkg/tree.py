@@ -69,6 +69,11 @@ def sort_key(path: str) -> tuple[bytes, ...]:
 
 def normalize_path(name: str, *, where: str | None = None) -> str:
     """'a/b', './a/b', 'a//b/' -> './a/b'; '', '.', './' -> '.'. Refuses '..', NUL and absolute paths."""
+    if "\x00" not in name:  # the usual cases, a plain name or "./" and one: no need to split
+        if "/" not in name and name not in ("", ".", ".."):
+            return "./" + name
+        if name.startswith("./") and "/" not in name[2:] and name[2:] not in ("", ".", ".."):
+            return name
     if "\x00" in name:
         raise FormatError(f"path contains a NUL byte: {name!r}", where=where)
     if name.startswith("/"):

@@ -8,6 +8,7 @@ refused, and input size is bounded by the caller.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.parsers import expat
@@ -119,8 +120,13 @@ def parse(data: bytes, *, where: str, what: str) -> ParsedXml:
     return ParsedXml(root, data, spans, standalone)
 
 
+_ATTR_SPECIAL = re.compile('[&<>"\n\r\t]')
+
+
 def attr(value: str) -> str:
     """An attribute value escaped for double quotes, keeping newlines and tabs as character refs."""
+    if _ATTR_SPECIAL.search(value) is None:
+        return value  # the usual case: nothing to escape
     return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
 

@@ -301,10 +301,18 @@ def test_every_truncation_is_a_format_error(tree):
                 reader.read()
 
 
-def test_writer_refuses_unrepresentable():
-    entries = entries_from_mapping({"a": b"x"}, uid=1 << 20, mtime=0)
-    with pytest.raises(UnsupportedError):
+@pytest.mark.parametrize("field,kw", [("uid", dict(uid=1 << 20)), ("gid", dict(gid=8 ** 6)),
+                                      ("mtime", dict(mtime=8 ** 11)), ("uid", dict(uid=-1))])
+def test_writer_refuses_unrepresentable(field, kw):
+    entries = entries_from_mapping({"a": b"x"}, **{"mtime": 0, **kw})
+    with pytest.raises(UnsupportedError, match=f": {field} -?[0-9]+ does not fit a cpio odc header"):
         _write(entries)
+
+
+def test_writer_takes_the_largest_representable_values():
+    entries = entries_from_mapping({"a": b"x"}, uid=8 ** 6 - 1, gid=8 ** 6 - 1, mtime=8 ** 11 - 1)
+    head = _write(entries)[76 + 2:76 + 2 + 76]  # the second header: ./a
+    assert head[24:36] == b"777777777777" and head[48:59] == b"77777777777"
 
 
 def _fixture_cpios() -> list[bytes]:

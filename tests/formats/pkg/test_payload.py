@@ -143,6 +143,31 @@ def test_write_gzip_payload(tmp_path):
     assert (tmp_path / "x" / "bin" / "tool").read_bytes() == bytes(range(256)) * 50
 
 
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.one_of(st.binary(max_size=3000), st.sampled_from([b"", b"#!/bin/bash\n" * 300]),
+                                 st.integers(1, 600).map(lambda n: bytes(range(256)) * n)),
+                       max_size=12), data=st.data())
+def test_gzip_member_is_what_gzipfile_writes(pieces, data):
+    """The payload's gzip member is written with zlib directly; it must be byte for byte the
+    member gzip.GzipFile(filename="", mtime=0, level 6) writes, however the input is chunked
+    (stdlib's GzipFile is the reference: it is what this writer used before)."""
+    import gzip
+
+    from builder.formats.pkg.payload import GZIP_LEVEL, _Gzip
+
+    whole = b"".join(pieces)
+    ref = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=ref, compresslevel=GZIP_LEVEL, mtime=0) as gz:
+        gz.write(whole)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=6)))
+    out = io.BytesIO()
+    sink = _Gzip(out)
+    for start, end in zip([0, *cuts], [*cuts, len(whole)]):
+        sink.write(whole[start:end])
+    sink.close()
+    assert out.getvalue() == ref.getvalue()
+
+
 def test_write_pbzx_payload(tmp_path):
     entries = scan_tree(_tree(tmp_path), mtime=1)
     buf = io.BytesIO()

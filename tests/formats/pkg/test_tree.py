@@ -76,6 +76,12 @@ def test_entries_from_mapping():
 def test_normalize_path():
     assert normalize_path("a//b/") == "./a/b"
     assert normalize_path("./") == normalize_path("") == normalize_path(".") == "."
+    assert normalize_path("postinstall") == "./postinstall" and normalize_path("é x") == "./é x"
+    assert normalize_path("...") == "./..." and normalize_path(" ") == "./ "
+    assert normalize_path("./a") == "./a" and normalize_path("./") == normalize_path("./.") == "."
+    for bad in ("..", "a\x00", "\x00", "/a", "a/../b", "./..", "./a\x00"):
+        with pytest.raises(FormatError):
+            normalize_path(bad)
 
 
 def test_apply_metadata_from_bom_and_cpio(root):

@@ -918,3 +918,47 @@ def test_small_compressed_members_are_the_bytes_the_streamed_path_writes(tmp_pat
     assert outs[0] == outs[1] == outs[2]
     with XarReader(tmp_path / "bytes-0.xar") as r:
         assert {name: r.read(name) for name in members} == members
+
+
+_NAME_PART = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                     min_size=1, max_size=12).filter(lambda p: p not in (".", ".."))
+# owner names as XML can carry them, not empty (`<user></user>` parses back as `<user/>`)
+_OWNER = st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn"),
+                                                    whitelist_characters="\t\n\r&<>\"'"),
+                                      min_size=1, max_size=8))
+
+
+@FUZZ
+@given(members=st.lists(st.tuples(st.lists(_NAME_PART, min_size=1, max_size=3), st.binary(max_size=300),
+                                  st.booleans(), st.integers(0, 0o7777), st.integers(0, 70000), _OWNER),
+                        max_size=6, unique_by=lambda m: tuple(m[0])),
+       dirs=st.lists(st.tuples(_NAME_PART, st.integers(0, 0o7777), _OWNER), max_size=2,
+                     unique_by=lambda d: d[0]),
+       signed=st.booleans(), alg=st.sampled_from(["sha1", "sha256"]))
+def test_toc_is_what_the_generic_tree_path_writes(members, dirs, signed, alg, signer_a):
+    """The writer emits its TOC as text; it must be the fixed point of the generic path
+    (ElementTree parse, ET.indent(space=" "), toc_bytes) that resign writes and the writer
+    used to build: same escaping, base64 names, self-closing tags, indentation, signatures."""
+    import xml.etree.ElementTree as ET
+
+    from builder.formats.pkg.xar.toc import toc_bytes
+
+    with XarWriter(None, in_memory=True, creation_time=1_700_000_000, checksum_alg=alg,
+                   signer=signer_a if signed else None) as w:
+        for name, mode, owner in dirs:
+            w.add_directory(name, mode=mode, uid=7, gid=0, user=owner, group=owner)
+        for parts, data, compress, mode, uid, owner in members:
+            path = "/".join(parts)
+            try:
+                w.add_bytes(path, data, compress=compress, mode=mode, uid=uid, gid=uid, user=owner, group=owner)
+            except BuildError:  # a file used as a directory: refused, as it must be
+                continue
+    header = struct.unpack(">4sHHQQI", w.data[:28])
+    xml = zlib.decompress(w.data[header[1]:header[1] + header[3]])
+    root = ET.fromstring(xml)
+    ET.indent(root, space=" ")
+    assert toc_bytes(root) == xml
+    with XarReader(io.BytesIO(w.data)) as reader:  # and it reads back, every checksum verified
+        for entry in reader.entries:
+            if entry.type == "file":
+                reader.read(entry)

@@ -50,12 +50,14 @@ def required(value: int | None, what: str, where: str) -> int:
     return value
 
 
-def _escape_text(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+def escape_text(s: str) -> str:
+    if "&" in s or "<" in s or ">" in s or "\r" in s:  # most TOC text needs none: skip the copies
+        return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    return s
 
 
-def _escape_attr(s: str) -> str:
-    return (_escape_text(s).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;"))
+def escape_attr(s: str) -> str:
+    return escape_text(s).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -73,28 +75,37 @@ def toc_bytes(root: ET.Element) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+def element_xml(el: ET.Element, level: int) -> str:
+    """One element of a TOC whose default namespace is none, indented as ET.indent(space=" ")
+    indents it at `level` (its depth below <xar>), as toc_bytes writes it (without its tail)."""
+    ET.indent(el, space=" ", level=level)
+    out: list[str] = []
+    _emit(el, "", out)
+    return "".join(out)
+
+
 def _emit(el: ET.Element, default_ns: str, out: list[str]) -> None:
     """One element and its subtree (a function of the module, not a closure: a recursive closure
     is a reference cycle that only the cyclic collector frees, with whatever it holds)."""
     ns, local = _split_tag(el.tag)
     attrs = ""
     if ns != default_ns:
-        attrs = f' xmlns="{_escape_attr(ns)}"'
+        attrs = f' xmlns="{escape_attr(ns)}"'
     for key, value in el.attrib.items():
         if key.startswith("{"):
             raise UnsupportedError(f"namespaced attribute {key!r} in TOC")
-        attrs += f' {key}="{_escape_attr(value)}"'
+        attrs += f' {key}="{escape_attr(value)}"'
     if el.text is None and len(el) == 0:
         out.append(f"<{local}{attrs}/>")
     else:
         out.append(f"<{local}{attrs}>")
         if el.text:
-            out.append(_escape_text(el.text))
+            out.append(escape_text(el.text))
         for child in el:
             if isinstance(child.tag, str):
                 _emit(child, ns, out)
             if child.tail:
-                out.append(_escape_text(child.tail))
+                out.append(escape_text(child.tail))
         out.append(f"</{local}>")
 
 

@@ -8,9 +8,9 @@ import base64
 import functools
 import hashlib
 import os
+import re
 import stat
 import tempfile
-import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +23,7 @@ from .model import (ALGORITHM_IDS, CHUNK, GZIP, HASH_STYLES, OCTET_STREAM, Signe
                     split_path)
 from .output import Output, copy_range, write_all
 from .prefix import assemble_prefix, check_signer
-from .toc import signature_element, sub_element, text_element, toc_bytes
+from .toc import element_xml, escape_attr, escape_text, signature_element
 
 if TYPE_CHECKING:
     from .reader import XarReader
@@ -78,30 +78,77 @@ def _check_ids(path: str, mode: int, uid: int, gid: int) -> None:
             raise BuildError(f"{what} {value!r} out of range", where=path)
 
 
+# characters XML cannot carry (controls, lone surrogates, U+FFFE/U+FFFF) or that we keep out of it
+_UNSAFE_IN_XML = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
 def _needs_base64(name: str) -> bool:
-    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) <= 0xDFFF
-               or ord(ch) in (0xFFFE, 0xFFFF) for ch in name) or name != name.strip()
+    return _UNSAFE_IN_XML.search(name) is not None or name != name.strip()
 
 
 SMALL_MEMBER = 1 << 16
 
 
+@functools.lru_cache(maxsize=8)
+def _toc_time(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 @functools.lru_cache(maxsize=32)
-def _deflated(data: bytes) -> bytes:
-    """The zlib stream XarWriter._store writes for `data` (same level, same chunking)."""
-    z = zlib.compressobj(9)
-    view = memoryview(data)
-    return b"".join([*(z.compress(view[i:i + CHUNK]) for i in range(0, len(view), CHUNK)), z.flush()])
+def _deflated(data: bytes, alg: str) -> tuple[bytes, str, str]:
+    """The zlib stream XarWriter._store writes for `data` (same level; deflate's output does not
+    depend on how its input is split), made in one call, with its archived and extracted digests."""
+    packed = zlib.compress(data, 9)
+    new = getattr(hashlib, alg)
+    return packed, new(packed).hexdigest(), new(data).hexdigest()
 
 
-def _walk(node: _Node, parent_el: ET.Element, order: list[tuple[_Node, ET.Element]]) -> None:
-    """The <file> elements below `node`, depth-first and name-sorted (a function of the module,
-    not a closure: a recursive closure is a reference cycle holding the whole tree)."""
+@dataclass
+class _Layout:
+    """The TOC walk's running state: nodes in id (and heap) order, and the next data offset."""
+
+    offset: int
+    order: list[_Node] = field(default_factory=list)
+
+
+def _walk(node: _Node, level: int, layout: _Layout, out: list[str]) -> None:
+    """The <file> elements below `node` as TOC text, depth-first and name-sorted, indented as
+    ET.indent(space=" ") indents them (`level`: their depth below <xar>); ids and heap order
+    follow this order. Written as text, not built as ElementTree elements: on a small archive
+    (an identity package) building and serialising the tree cost more than its compression.
+    A function of the module, not a closure: a recursive closure is a reference cycle."""
+    pad = "\n" + " " * level
+    inner = pad + " "
+    deep = inner + " "
     for name in sorted(node.children):
         child = node.children[name]
-        el = sub_element(parent_el, "file", id=str(len(order) + 1))
-        order.append((child, el))
-        _walk(child, el, order)
+        layout.order.append(child)
+        b = child.blob
+        data = ""
+        if b is not None:
+            data = (f"{inner}<data>{deep}<length>{b.length}</length>{deep}<offset>{layout.offset}</offset>"
+                    f'{deep}<size>{b.size}</size>{deep}<encoding style="{escape_attr(b.encoding)}"/>')
+            if b.extracted:
+                data += (f'{deep}<extracted-checksum style="{escape_attr(b.extracted[0])}">'
+                         f"{escape_text(b.extracted[1])}</extracted-checksum>")
+            if b.archived:
+                data += (f'{deep}<archived-checksum style="{escape_attr(b.archived[0])}">'
+                         f"{escape_text(b.archived[1])}</archived-checksum>")
+            data += f"{inner}</data>"
+            layout.offset += b.length
+        group = "" if child.group is None else f"{inner}<group>{escape_text(child.group)}</group>"
+        user = "" if child.user is None else f"{inner}<user>{escape_text(child.user)}</user>"
+        if _needs_base64(child.name):
+            encoded = base64.b64encode(child.name.encode("utf-8")).decode("ascii")
+            name_el = f'{inner}<name enctype="base64">{encoded}</name>'
+        else:
+            name_el = f"{inner}<name>{escape_text(child.name)}</name>"
+        out.append(f'{pad}<file id="{len(layout.order)}">{data}{group}{inner}<gid>{child.gid}</gid>{user}'
+                   f"{inner}<uid>{child.uid}</uid>{inner}<mode>0{child.mode:o}</mode>{inner}<type>{child.type}</type>"
+                   f"{name_el}")
+        if child.children:
+            _walk(child, level + 1, layout, out)
+        out.append(f"{pad}</file>")
 
 
 class XarWriter:
@@ -109,8 +156,9 @@ class XarWriter:
 
     in_memory=True spools to memory instead, for small archives (a per-device identity package):
     the output file is then the only file created, and `written` holds its (sha256, size); with
-    dest None no file at all is created and `data` holds the archive (a sealed build's secrets). `mode` is the output's permission bits, set
-    before it appears under its name (0o600 for an archive that holds secrets).
+    dest None no file at all is created and `data` holds the archive (a sealed build's secrets;
+    `written` stays None: the caller hashes what it keeps). `mode` is the output's permission
+    bits, set before it appears under its name (0o600 for an archive that holds secrets).
     """
 
     def __init__(self, dest: str | os.PathLike | None, *, checksum_alg: str = "sha1",
@@ -127,8 +175,8 @@ class XarWriter:
         self.data: bytes | None = None  # the archive, when dest is None
         self.checksum_alg = checksum_alg
         self.file_checksum_alg = file_checksum_alg
-        epoch = repro.build_epoch() if creation_time is None else int(creation_time)
-        self.creation_time = datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        self._file_hash = getattr(hashlib, file_checksum_alg)  # every HASH_STYLES name is one
+        self.creation_time = _toc_time(repro.build_epoch() if creation_time is None else int(creation_time))
         self.signer = signer
         self._sig_sizes = check_signer(signer)[:2] if signer is not None else (0, 0)
         self._root = _Node("", "directory", 0o755, 0, 0, "root", "wheel")
@@ -229,7 +277,7 @@ class XarWriter:
     def _store(self, chunks: Iterable, compress: bool) -> _Blob:
         alg = self.file_checksum_alg
         start = self._spool_pos
-        ext = hashlib.new(alg)
+        ext = self._file_hash()
         size = 0
         if not compress:
             for chunk in chunks:
@@ -238,7 +286,7 @@ class XarWriter:
                 size += len(chunk)
             digest = (alg, ext.hexdigest())
             return _Blob(start, size, size, OCTET_STREAM, digest, digest)
-        arc = hashlib.new(alg)
+        arc = self._file_hash()
         z = zlib.compressobj(9)
         for chunk in chunks:
             ext.update(chunk)
@@ -262,20 +310,19 @@ class XarWriter:
                   gid: int = 0, user: str | None = None, group: str | None = None) -> None:
         if compress and len(data) <= SMALL_MEMBER:
             # small members recur (every identity package of a build has the same Bom): their
-            # zlib stream, the same bytes _store would make, is made once per process
-            packed = _deflated(bytes(data))
-            self._add_file(path, lambda: self._store_packed(data, packed), mode, uid, gid, user, group)
+            # zlib stream, the same bytes _store would make, and its digests are made once per process
+            packed = _deflated(bytes(data), self.file_checksum_alg)
+            self._add_file(path, lambda: self._store_packed(len(data), *packed), mode, uid, gid, user, group)
             return
         view = memoryview(data)
-        chunks = (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
+        chunks = (view,) if len(view) <= CHUNK else (view[i:i + CHUNK] for i in range(0, len(view), CHUNK))
         self.add_chunks(path, chunks, compress=compress, mode=mode, uid=uid, gid=gid, user=user, group=group)
 
-    def _store_packed(self, data: bytes, packed: bytes) -> _Blob:
+    def _store_packed(self, size: int, packed: bytes, archived: str, extracted: str) -> _Blob:
         alg = self.file_checksum_alg
         start = self._spool_pos
         self._spool_write(packed)
-        return _Blob(start, len(packed), len(data), GZIP, (alg, hashlib.new(alg, packed).hexdigest()),
-                     (alg, hashlib.new(alg, data).hexdigest()))
+        return _Blob(start, len(packed), size, GZIP, (alg, archived), (alg, extracted))
 
     def add_file(self, path: str, src: str | os.PathLike, *, compress: bool = False, mode: int = 0o644,
                  uid: int = 0, gid: int = 0, user: str | None = None, group: str | None = None) -> None:
@@ -285,7 +332,7 @@ class XarWriter:
                     st = os.fstat(f.fileno())
                     if compress or not stat.S_ISREG(st.st_mode) or st.st_size < REFERENCE_MIN:
                         return self._store(_file_chunks(f), compress)
-                    h = hashlib.new(self.file_checksum_alg)
+                    h = self._file_hash()
                     size = 0
                     for chunk in _file_chunks(f):
                         h.update(chunk)
@@ -319,7 +366,7 @@ class XarWriter:
             start = self._spool_pos
             refer = reader._fd is not None and data.length >= REFERENCE_MIN
             st = os.fstat(reader._fd) if refer else None
-            extra = None if data.archived_checksum else hashlib.new(self.file_checksum_alg)
+            extra = None if data.archived_checksum else self._file_hash()
             for chunk in reader.iter_stored(entry):  # verifies the archived checksum at the end
                 if extra is not None:
                     extra.update(chunk)
@@ -340,80 +387,38 @@ class XarWriter:
                        entry.user if uid is None else None, entry.group if gid is None else None)
 
     # -- output
-    def _ordered(self) -> list[tuple[_Node, ET.Element]]:
-        """TOC <file> elements in depth-first, name-sorted order; ids and heap order follow it."""
-        toc = ET.Element("toc")
-        order: list[tuple[_Node, ET.Element]] = []
-        _walk(self._root, toc, order)
-        self._toc_el = toc
-        return order
-
-    def _toc_tree(self, order: list[tuple[_Node, ET.Element]], data_start: int) -> ET.Element:
-        root = ET.Element("xar")
-        toc = self._toc_el
-        root.append(toc)
+    def _toc_xml(self, data_start: int) -> tuple[bytes, list[_Node]]:
+        """The TOC (what toc_bytes makes of the tree ET.indent(space=" ") indented) and the file
+        nodes in id order, which the heap follows."""
         alg = self.checksum_alg
-        head = [text_element("creation-time", self.creation_time)]
-        cks = ET.Element("checksum", {"style": alg})
         digest_size = hashlib.new(alg).digest_size
-        sub_element(cks, "offset", "0")
-        sub_element(cks, "size", str(digest_size))
-        head.append(cks)
+        out = ['<?xml version="1.0" encoding="UTF-8"?>\n<xar>\n <toc>\n  <creation-time>',
+               escape_text(self.creation_time),
+               f'</creation-time>\n  <checksum style="{escape_attr(alg)}">\n   <offset>0</offset>'
+               f"\n   <size>{digest_size}</size>\n  </checksum>"]
         if self.signer is not None:
             rsa_size, cms_size = self._sig_sizes
             certs = [bytes(c) for c in self.signer.certificates]
-            head.append(signature_element("signature", "RSA", digest_size, rsa_size, certs))
+            out.append("\n  " + element_xml(signature_element("signature", "RSA", digest_size, rsa_size, certs), 2))
             if cms_size:
-                head.append(signature_element("x-signature", "CMS", digest_size + rsa_size, cms_size, certs))
-        for i, el in enumerate(head):
-            toc.insert(i, el)
-        offset = data_start
-        for node, el in order:
-            if node.blob is not None:
-                b = node.blob
-                d = ET.Element("data")
-                sub_element(d, "length", str(b.length))
-                sub_element(d, "offset", str(offset))
-                sub_element(d, "size", str(b.size))
-                sub_element(d, "encoding", style=b.encoding)
-                if b.extracted:
-                    sub_element(d, "extracted-checksum", b.extracted[1], style=b.extracted[0])
-                if b.archived:
-                    sub_element(d, "archived-checksum", b.archived[1], style=b.archived[0])
-                el.insert(0, d)
-                offset += b.length
-            pos = 1 if node.blob is not None else 0
-            fields = []
-            if node.group is not None:
-                fields.append(("group", node.group))
-            fields.append(("gid", str(node.gid)))
-            if node.user is not None:
-                fields.append(("user", node.user))
-            fields += [("uid", str(node.uid)), ("mode", f"0{node.mode:o}"), ("type", node.type)]
-            for tag, text in fields:
-                el.insert(pos, text_element(tag, text))
-                pos += 1
-            name_el = text_element("name", node.name)
-            if _needs_base64(node.name):
-                name_el.text = base64.b64encode(node.name.encode("utf-8")).decode("ascii")
-                name_el.set("enctype", "base64")
-            el.insert(pos, name_el)
-        ET.indent(root, space=" ")
-        return root
+                out.append("\n  " + element_xml(
+                    signature_element("x-signature", "CMS", digest_size + rsa_size, cms_size, certs), 2))
+        layout = _Layout(data_start)
+        _walk(self._root, 2, layout, out)
+        out.append("\n </toc>\n</xar>\n")
+        return "".join(out).encode("utf-8"), layout.order
 
     def close(self) -> None:
         if self._closed:
             return
         out: Output | None = None
         try:
-            order = self._ordered()
             digest_size = hashlib.new(self.checksum_alg).digest_size
-            data_start = digest_size + sum(self._sig_sizes)
-            toc = toc_bytes(self._toc_tree(order, data_start))
+            toc, order = self._toc_xml(digest_size + sum(self._sig_sizes))
             out = Output(self.dest) if self.dest is not None else None
             prefix = assemble_prefix(toc, self.checksum_alg, self.signer, self._sig_sizes)
             ranges: list[list] = []  # [fd, offset, length], contiguous pieces merged
-            for node, _ in order:
+            for node in order:
                 b = node.blob
                 if b is None or b.length == 0:
                     continue
@@ -427,13 +432,12 @@ class XarWriter:
                     ranges.append([fd, b.offset, b.length])
             if self._memory is not None and all(fd == -1 for fd, _, _ in ranges):
                 # everything is in memory: write it at once, and tell the caller what was written
-                whole = bytearray(prefix)
-                for _, offset, length in ranges:
-                    whole += memoryview(self._memory)[offset:offset + length]
-                self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
+                with memoryview(self._memory) as memory:
+                    whole = b"".join([prefix, *(memory[offset:offset + length] for _, offset, length in ranges)])
                 if out is None:
-                    self.data = bytes(whole)
+                    self.data = whole
                     return
+                self.written = (hashlib.sha256(whole).hexdigest(), len(whole))
                 write_all(out.fd, whole)
             else:
                 write_all(out.fd, prefix)
