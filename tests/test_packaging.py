@@ -20,4 +20,4 @@ def test_wheel_carries_templates_and_payloads(tmp_path):
         assert f"builder/payloads/{payload.name}" in names, payload.name
     assert "builder/cli/__init__.py" in names and "builder/cli/__main__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "fleetpkg = builder.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "fleetpkg = builder.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
