@@ -502,10 +502,28 @@ def _after_publish(final: Path, old: Path | None, files: int, listed: list[str] 
         try:
             if os.fork() == 0:  # the grandchild, re-parented to init: nobody has to reap it
                 os.setsid()
+                _detach_files()
                 tidy()
         finally:
             os._exit(0)
     os.waitpid(child, 0)
+
+
+def _detach_files() -> None:
+    """The detached process lets go of every file its build had open: standard output and error
+    (a pipe to a CI runner, `| tee`, or a test) would otherwise stay open until it is done, and
+    whoever reads them would wait for the tidy-up as if it were the build."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, max(null + 1, _open_max()))
+
+
+def _open_max() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 1 << 16)
+    except (ValueError, OSError):
+        return 1024
 
 
 def _main_thread() -> bool:

@@ -172,3 +172,38 @@ def test_a_large_build_is_recorded_by_a_detached_process_after_its_superseded_bu
     known = _known(root, items)
     assert known is not None
     assert all(known.matches(i, os.stat(root / rel)) for i, (rel, _d, _s) in enumerate(items))
+
+
+_SLOW_TIDY = """
+import shutil, sys, time
+from pathlib import Path
+from builder.artifacts import dist
+rmtree = shutil.rmtree
+shutil.rmtree = lambda path, *a, **k: (time.sleep(4), rmtree(path, *a, **k))
+dist._after_publish(Path(sys.argv[1]), Path(sys.argv[2]), dist.BACKGROUND_REMOVAL, [])
+print("published", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the detached tidy-up needs fork")
+def test_the_detached_tidy_up_does_not_hold_the_builds_output_open(tmp_path):
+    """Whoever reads the build's output (a CI runner, `| tee`) sees it end when the build ends,
+    not when the background removal of its superseded build does."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    root, old = tmp_path / "demo-1", tmp_path / "old"
+    root.mkdir()
+    old.mkdir()
+    (old / "file").write_bytes(b"x")
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", _SLOW_TIDY, str(root), str(old)], capture_output=True,
+                            text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0 and result.stdout == "published\n", result.stderr
+    assert time.monotonic() - start < 3.5  # the removal sleeps 4 s first, in the detached process
+    deadline = time.monotonic() + 30
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not old.exists()
