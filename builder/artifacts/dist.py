@@ -441,8 +441,7 @@ def staged_output(final: Path, *, seal: Seal | None = None,
         yield staging
         staging.close()
         os.chmod(tmp, 0o755)
-        listed = [a.path for a in staging.artifacts if not a.sealed]
-        _publish(tmp, final, block_signals=main, files=len(staging._artifacts), listed=listed)
+        _publish(tmp, final, block_signals=main, files=len(staging._artifacts))
     except BaseException:
         if staging is not None:
             staging.close()
@@ -453,7 +452,7 @@ def staged_output(final: Path, *, seal: Seal | None = None,
             signal.signal(signal.SIGTERM, previous)
 
 
-def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0, listed: list[str] | None = None) -> None:
+def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0) -> None:
     held = {signal.SIGINT, signal.SIGTERM}
     if block_signals:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -470,20 +469,20 @@ def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0, lis
     finally:
         if block_signals:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-    _after_publish(final, old, files, listed)
+    _after_publish(final, old, files)
 
 
 BACKGROUND_REMOVAL = 5000  # files: a build this large is tidied up after in the background
 
 
-def _after_publish(final: Path, old: Path | None, files: int, listed: list[str] | None) -> None:
+def _after_publish(final: Path, old: Path | None, files: int, record: bool = True) -> None:
     """Remove the superseded build (if any). A build of many files (a large fleet) is then also
-    recorded as published (builder/artifacts/verified.py: the next build's trust check hashes only
-    what changed since), and a detached process does both, so the build returns as soon as the
+    checked against its manifest and its files' stat recorded (builder/artifacts/verified.py: the
+    next build's trust check hashes only what changed since), and a detached process does both, so the build returns as soon as the
     new one is published: unlinking ~8 files per Mac is seconds of file-system work and nothing
     waits for it. Whatever it leaves (it was killed) is removed by the next build's
     remove_stale(); a missing record only makes the next trust check hash every file."""
-    from .verified import RACY_NS, write_record
+    from .verified import RACY_NS
 
     if files < BACKGROUND_REMOVAL or not hasattr(os, "fork"):  # hashing a small build costs less than a record
         if old is not None:
@@ -493,9 +492,11 @@ def _after_publish(final: Path, old: Path | None, files: int, listed: list[str] 
     def tidy() -> None:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)  # first: unlinking changes the carried files' ctime
-        if listed is not None:
+        if record:
+            from .previous import record_build
+
             time.sleep(RACY_NS / 1e9)  # so that the build's last writes are older than the record
-            write_record(final, listed, MANIFEST, SUMS)
+            record_build(final)
 
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked processes

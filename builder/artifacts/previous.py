@@ -179,6 +179,26 @@ def _sums_problem(root: Path, files: dict) -> str | None:
     return None
 
 
+def record_build(root: Path) -> bool:
+    """After a build is published (builder/artifacts/dist.py, in the background): check its files
+    against its own manifest as the next build's trust check would, and record the stat of those
+    that hold (builder/artifacts/verified.py), so that check need not hash them again."""
+    from .verified import write_record
+
+    def listing() -> list[tuple[str, str]] | None:
+        try:
+            manifest = _read_json(root / MANIFEST)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        files = _listed(manifest.get("artifacts") or ())
+        if manifest.get("format", 1) != MANIFEST_FORMAT or _sums_problem(root, files) \
+                or not all(isinstance(digest, str) for digest, _size in files.values()):
+            return None
+        return [(rel, digest) for rel, (digest, _size) in files.items()]
+
+    return write_record(root, listing, MANIFEST, SUMS, _sha256)
+
+
 def _plain(rel: str) -> bool:
     """A relative path inside the build: no leading '/', no '..' part (checked without pathlib)."""
     return (bool(rel) and rel[0] != "/" and (".." not in rel or ".." not in rel.split("/"))

@@ -4,13 +4,15 @@ check's shortcut (git's index does the same for its work tree).
 A rebuild must know that the previous build's files are still what its manifest says before it
 carries any of them forward. Hashing them all (~390 MB for 10,000 Macs) costs more than the rest of
 an unchanged rebuild, so a large build (builder/artifacts/dist.py, BACKGROUND_REMOVAL files or
-more; a small one is hashed faster than recorded) leaves, beside its folder, a record of every
-listed file's inode, mtime and ctime (and of manifest.json's and SHA256SUMS'), taken by a detached
-process after it was published and its superseded build removed. A
-file whose stat still matches its record has not been written, replaced, renamed over or
-touched since (any of those changes its ctime, which no user can set back), so the trust check
-hashes only the files that do not match; a record that is missing, damaged, of another build, or
-written before its manifest changed is not used at all, and every file is hashed as before.
+more; a small one is hashed faster than recorded) is checked once more after it is published, by
+a detached process nobody waits for: every listed file hashed against its manifest (which must
+agree with SHA256SUMS) between two stats that must agree, and the inode, mtime and ctime of each
+file that matched recorded beside its folder (with those of manifest.json and SHA256SUMS, which
+must not change meanwhile). A file whose stat still matches its record has not been written,
+replaced, renamed over or touched since it was hashed (any of those changes its ctime, which no
+user can set back), so the trust check hashes only the files that do not match; a record that is
+missing, damaged, of another build, or written before its manifest changed is not used at all,
+and every file is hashed as before.
 
 The record is not part of the build (it would change its bytes from run to run): a hidden file
 `.fleetpkg-verified-<build>` in the output folder, no secret in it (inode numbers and times), removed
@@ -26,7 +28,7 @@ import os
 import time
 from array import array
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 RECORD_PREFIX = ".fleetpkg-verified-"
 RECORD_FORMAT = 1
@@ -60,10 +62,14 @@ def _paths_digest(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def write_record(build: Path, paths: Sequence[str], manifest: str, sums: str) -> bool:
-    """Record the stat of `paths` (the build's listed files, in its manifest's order) and of its
-    manifest and sums files; False (and no record) when that cannot be done or would vouch for a
-    manifest changed within RACY_NS."""
+def write_record(build: Path, read_listing: Callable[[], Sequence[tuple[str, str]] | None], manifest: str,
+                 sums: str, hasher: Callable[[str], str]) -> bool:
+    """Record the stat of the build's listed files that hold what its manifest says, hashing each
+    (one inode once) between two stats that must agree, and of its manifest and sums files, which
+    must not change while the record is taken. `read_listing` reads the manifest's (path, sha256)
+    pairs in its order (None: not a build to record). False, and no record, when that cannot be
+    done; a file that does not match, or changed within RACY_NS of the start, is left unrecorded
+    (the next trust check hashes it)."""
     started = time.time_ns()
     limit = started - RACY_NS
     base = os.fspath(build)
@@ -71,18 +77,30 @@ def write_record(build: Path, paths: Sequence[str], manifest: str, sums: str) ->
         heads = [os.stat(os.path.join(base, name)) for name in (manifest, sums)]
         if any(st.st_ctime_ns >= limit for st in heads):
             return False
+        listing = read_listing()
+        if listing is None:
+            return False
+        paths = [rel for rel, _digest in listing]
         stats = array("q", bytes(24 * len(paths)))
-        for position, rel in enumerate(paths):
+        hashed: dict[tuple[int, int], str] = {}
+        for position, (rel, digest) in enumerate(listing):
             i = 3 * position
+            stats[i] = UNKNOWN
+            path = f"{base}/{rel}"
             try:
-                st = os.stat(f"{base}/{rel}")
+                before = os.stat(path)
+                if before.st_ctime_ns >= limit or before.st_dev != heads[0].st_dev:
+                    continue
+                key = (before.st_dev, before.st_ino)
+                if key not in hashed:
+                    hashed[key] = hasher(path)
+                if hashed[key] != digest or _stat_key(os.stat(path)) != _stat_key(before):
+                    continue
             except OSError:
-                stats[i] = UNKNOWN
                 continue
-            if st.st_ctime_ns >= limit or st.st_dev != heads[0].st_dev:
-                stats[i] = UNKNOWN
-                continue
-            stats[i], stats[i + 1], stats[i + 2] = st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+            stats[i], stats[i + 1], stats[i + 2] = before.st_ino, before.st_mtime_ns, before.st_ctime_ns
+        if [_stat_key(os.stat(os.path.join(base, name))) for name in (manifest, sums)] != list(map(_stat_key, heads)):
+            return False
         header = {"format": RECORD_FORMAT, "build": build.name, "dev": heads[0].st_dev, "count": len(paths),
                   "paths": _paths_digest(paths), "manifest": _stat_key(heads[0]), "sums": _stat_key(heads[1]),
                   "recorded_ns": started}

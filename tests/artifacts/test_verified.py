@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from builder.artifacts import previous, verified
-from builder.artifacts.dist import MANIFEST, SUMS, remove_stale
+from builder.artifacts.changes import MANIFEST_FORMAT
+from builder.artifacts.dist import MANIFEST, SUMS, remove_stale, sha256_of
 
 NAMES = [f"profiles/devices/mac{i:03d}.mobileconfig" for i in range(40)]
 
@@ -34,7 +35,7 @@ def _make_build(root: Path) -> list[tuple[str, str, int]]:
     items.append((f"jamf/{NAMES[0]}", items[0][1], items[0][2]))
     items.sort()
     artifacts = [{"path": rel, "sha256": digest, "size": size, "sealed": False} for rel, digest, size in items]
-    (root / MANIFEST).write_text(json.dumps({"fleet": "demo", "artifacts": artifacts}))
+    (root / MANIFEST).write_text(json.dumps({"fleet": "demo", "format": MANIFEST_FORMAT, "artifacts": artifacts}))
     (root / SUMS).write_text("".join(f"{digest}  {rel}\n" for rel, digest, _size in items))
     return items
 
@@ -43,12 +44,17 @@ def _settle() -> None:
     time.sleep(verified.RACY_NS / 1e9 * 1.5)
 
 
+def _write_record(root: Path, items) -> bool:
+    return verified.write_record(root, lambda: [(rel, digest) for rel, digest, _size in items], MANIFEST, SUMS,
+                                 sha256_of)
+
+
 @pytest.fixture
 def build(tmp_path) -> tuple[Path, list]:
     root = tmp_path / "demo-5.1.0.12-1"
     items = _make_build(root)
     _settle()
-    assert verified.write_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    assert previous.record_build(root)  # as the build's detached tidy-up records it
     return root, items
 
 
@@ -129,7 +135,7 @@ def test_files_written_just_before_the_record_are_left_to_hashing(tmp_path, monk
     items = _make_build(root)
     _settle()
     (root / NAMES[3]).write_bytes((root / NAMES[3]).read_bytes())  # within RACY_NS of the record
-    assert verified.write_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    assert _write_record(root, items)
     known = _known(root, items)
     seen = _hashed(monkeypatch)
     assert previous.check_files(root, items, known) == [] and seen == [f"{root}/{NAMES[3]}"]
@@ -138,7 +144,7 @@ def test_files_written_just_before_the_record_are_left_to_hashing(tmp_path, monk
 def test_no_record_vouches_for_a_manifest_written_just_before_it(tmp_path):
     root = tmp_path / "demo-5.1.0.12-1"
     items = _make_build(root)
-    assert not verified.write_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    assert not _write_record(root, items)
     assert not verified.record_path(root).exists()
 
 
@@ -164,7 +170,7 @@ def test_a_large_build_is_recorded_by_a_detached_process_after_its_superseded_bu
     old = tmp_path / f"{dist.REPLACED_PREFIX}{root.name}-{os.getpid()}"
     _make_build(old)
     os.link(root / NAMES[1], old / "shared")  # unlinking it changes the ctime of root's file too
-    dist._after_publish(root, old, dist.BACKGROUND_REMOVAL, [rel for rel, _d, _s in items])
+    dist._after_publish(root, old, dist.BACKGROUND_REMOVAL)
     deadline = time.monotonic() + 20
     while (old.exists() or not verified.record_path(root).exists()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -180,7 +186,7 @@ from pathlib import Path
 from builder.artifacts import dist
 rmtree = shutil.rmtree
 shutil.rmtree = lambda path, *a, **k: (time.sleep(4), rmtree(path, *a, **k))
-dist._after_publish(Path(sys.argv[1]), Path(sys.argv[2]), dist.BACKGROUND_REMOVAL, [])
+dist._after_publish(Path(sys.argv[1]), Path(sys.argv[2]), dist.BACKGROUND_REMOVAL, record=False)
 print("published", flush=True)
 """
 
@@ -207,3 +213,48 @@ def test_the_detached_tidy_up_does_not_hold_the_builds_output_open(tmp_path):
     while old.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not old.exists()
+
+
+def test_a_file_altered_before_the_record_is_taken_is_not_vouched_for(tmp_path, monkeypatch):
+    """The record is taken after the build, by hashing: a file changed between publishing and the
+    record (or one that never matched its manifest) is left for the trust check to hash."""
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    path = root / NAMES[5]
+    data = bytearray(path.read_bytes())
+    data[0] ^= 1
+    path.write_bytes(bytes(data))
+    _settle()
+    assert previous.record_build(root)
+    known = _known(root, items)
+    position = [rel for rel, _d, _s in items].index(NAMES[5])
+    assert known is not None and not known.matches(position, os.stat(path))
+    seen = _hashed(monkeypatch)
+    assert previous.check_files(root, items, known) == [f"{NAMES[5]} does not match its manifest.json digest"]
+    assert seen == [f"{root}/{NAMES[5]}"]
+
+
+@pytest.mark.parametrize("what", ["format", "sums"])
+def test_a_build_that_does_not_hold_together_is_not_recorded(tmp_path, what):
+    root = tmp_path / "demo-5.1.0.12-1"
+    _make_build(root)
+    if what == "format":
+        doc = json.loads((root / MANIFEST).read_text())
+        doc["format"] = MANIFEST_FORMAT - 1
+        (root / MANIFEST).write_text(json.dumps(doc))
+    else:
+        (root / SUMS).write_text((root / SUMS).read_text().replace(NAMES[2], NAMES[2] + ".x"))
+    _settle()
+    assert not previous.record_build(root) and not verified.record_path(root).exists()
+
+
+def test_no_record_when_the_manifest_changes_while_it_is_taken(tmp_path):
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    _settle()
+
+    def listing():
+        os.utime(root / MANIFEST)  # rewritten meanwhile
+        return [(rel, digest) for rel, digest, _size in items]
+    assert not verified.write_record(root, listing, MANIFEST, SUMS, sha256_of)
+    assert not verified.record_path(root).exists()
