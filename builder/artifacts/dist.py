@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, NamedTuple
 
 from ..errors import BuildError
+from ..scratch import alive
 
 PARTIAL_PREFIX = ".fleetpkg-partial-"
 REPLACED_PREFIX = ".fleetpkg-replaced-"  # an older build moved aside while the new one is moved in
@@ -227,6 +228,9 @@ class Staging:
         out = self.fspath(rel)
         try:
             os.link(src, out)
+            if secret and stat.S_IMODE(os.stat(out).st_mode) != 0o600:  # opened up since: not shared
+                os.unlink(out)
+                raise OSError(errno.EPERM, "a secret file readable by others", out)
         except FileExistsError:
             raise BuildError(f"internal error: {rel} was staged twice") from None
         except OSError:
@@ -353,7 +357,7 @@ def remove_stale(parent: Path) -> list[Leftover]:
         return removed
     for entry in sorted(parent.glob(REPLACED_PREFIX + "*")):
         name, _, pid = entry.name[len(REPLACED_PREFIX):].rpartition("-")
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
             continue
         if name and not (parent / name).exists():
             entry.rename(parent / name)
@@ -364,7 +368,7 @@ def remove_stale(parent: Path) -> list[Leftover]:
             pid = int(entry.name.rsplit("-", 1)[-1])
         except ValueError:
             continue
-        if pid == os.getpid() or _alive(pid) or entry.is_symlink() or not entry.is_dir():
+        if pid == os.getpid() or alive(pid) or entry.is_symlink() or not entry.is_dir():
             continue
         files = secret = 0
         for folder, _dirs, names in os.walk(entry):
@@ -389,7 +393,7 @@ def _remove_stale_records(parent: Path) -> None:
         name = entry.name[len(RECORD_PREFIX):]
         if name.endswith(".tmp"):
             pid = name[:-len(".tmp")].rpartition(".")[2]
-            if not pid.isdigit() or _alive(int(pid)):
+            if not pid.isdigit() or alive(int(pid)):
                 continue
         elif (parent / name).is_dir():
             continue
@@ -402,16 +406,6 @@ def _remove_stale_records(parent: Path) -> None:
 def describe_removed(removed: list[Leftover]) -> list[str]:
     return [f"removed {r.name}, left by an interrupted build ({r.files} file(s), {r.secret_files} of them "
             f"secret)" for r in removed]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

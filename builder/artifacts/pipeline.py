@@ -17,7 +17,6 @@ import gc
 import hashlib
 import os
 import signal
-import tempfile
 import threading
 import time
 import weakref
@@ -951,6 +950,7 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
     from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
                           compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
     from .dist import MANIFEST, SUMS, describe_removed, remove_stale, staged_output
+    from ..scratch import describe_scratch, remove_stale_scratch, scratch
     from ..fleet.intake import resolve_vendor_package
     from ..fleet.passwords import PasswordResolver
     from ..profiles import render_xml, sign_profile
@@ -975,8 +975,9 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
     if installer_signer is not None:
         notes += list(installer_signer.warnings)
 
-    with tempfile.TemporaryDirectory(prefix="fleetpkg-build-") as tmpname:
-        tmp = Path(tmpname)
+    for line in describe_scratch(remove_stale_scratch()):
+        log(line)
+    with scratch("build") as tmp:
         source = resolve_vendor_package(config.vendor.package, tmp / "vendor")
         vendor = inspect_vendor(source, allow_foreign=options.allow_foreign_vendor or config.vendor.allow_foreign_vendor)
         notes += list(vendor.notes)

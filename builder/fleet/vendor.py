@@ -12,11 +12,11 @@ choices, constraints and restart needs the wrapper carries over (vendorchoices.p
 from __future__ import annotations
 
 import plistlib
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import BuildError, FleetpkgError, FormatError
+from ..scratch import scratch
 from ..formats.pkg.conclusion import NONE, from_postinstall_action, strongest, words
 from .intake import VendorSource
 
@@ -171,7 +171,7 @@ def inspect_vendor(source: VendorSource, *, allow_foreign: bool = False) -> Vend
         reader = XarReader(source.package)
     except FleetpkgError as exc:
         raise type(exc)(exc.message, where=where, hint=exc.hint) from None
-    with reader, tempfile.TemporaryDirectory(prefix="fleetpkg-vendor-") as tmp:
+    with reader, scratch("vendor") as tmp:
         names = {e.path for e in reader.entries}
         distribution = None
         notes: list[str] = []

@@ -739,3 +739,24 @@ def test_a_build_makes_no_reference_cycles_per_mac(fleet):
             found[len(hosts), run] = int(result.stdout.split()[-1])
     assert found[44, "fresh"] - found[4, "fresh"] < 10, found
     assert found[44, "carried"] - found[4, "carried"] < 10, found
+
+
+def test_a_carried_secret_file_opened_up_in_the_previous_build_is_copied_private(fleet):
+    """A previous build's secret file someone made readable by others (chmod 644) still carries its
+    Mac forward (same bytes), but as a new 0600 file: a hard link would share the open mode."""
+    fleet.build()
+    first = fleet.out()
+    opened = first / "profiles" / "devices" / "mac-c.mobileconfig"
+    opened.chmod(0o644)
+    other = fleet.root / "other"
+    fleet.build("-o", other, "--previous", first)
+    out = other / f"demo-{VENDOR}-1"
+    assert changes(out)["devices"]["unchanged"] == sorted(HOSTS)
+    new = out / "profiles" / "devices" / "mac-c.mobileconfig"
+    assert new.read_bytes() == opened.read_bytes() and new.stat().st_ino != opened.stat().st_ino
+    assert new.stat().st_mode & 0o777 == 0o600 and opened.stat().st_mode & 0o777 == 0o644
+    for copy in ("jamf/profiles/devices/mac-c.mobileconfig", "intune/profiles/devices/mac-c.mobileconfig"):
+        assert (out / copy).stat().st_mode & 0o777 == 0o600
+    kept = out / "profiles" / "devices" / "mac-a.local.mobileconfig"  # untouched: still a link
+    assert kept.stat().st_ino == (first / "profiles" / "devices" / "mac-a.local.mobileconfig").stat().st_ino
+    assert sums_ok(out)

@@ -86,13 +86,12 @@ def command(config: Path, as_json: bool, at_text: str | None, jobs: int | None,
 
 def _check_vendor(fleet) -> str:
     """The vendor package must be usable before any device matters: read it as the build will."""
-    import tempfile
-
     from ...fleet.intake import resolve_vendor_package
     from ...fleet.vendor import inspect_vendor
+    from ...scratch import scratch
 
-    with tempfile.TemporaryDirectory(prefix="fleetpkg-check-") as tmp:
-        source = resolve_vendor_package(fleet.vendor.package, Path(tmp))
+    with scratch("check") as tmp:
+        source = resolve_vendor_package(fleet.vendor.package, tmp)
         vendor = inspect_vendor(source, allow_foreign=fleet.vendor.allow_foreign_vendor)
     line = f"vendor: {source.origin}: {vendor.summary()}"
     return "\n".join([line] + [f"note: {n}" for n in vendor.notes])
