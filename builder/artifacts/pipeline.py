@@ -584,16 +584,13 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
     chunk = max(1, min(64, total // (workers * 8)))
     spans = [(start, min(start + chunk, total)) for start in range(0, total, chunk)]
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings, True, wires)) as pool:
-        watch = threading.Event()
-        threading.Thread(target=_break_on_dead_worker, args=(pool, watch), daemon=True).start()
+        watch = _watch(pool)
         try:
             for items in pool.map(_device_span, spans):
                 for item in items:
                     done(item)
         except BrokenProcessPool:
-            raise BuildError("a worker process died (killed, or out of memory); the build stopped and "
-                             "removed what it had written", hint="run the build again; try --jobs 1 if "
-                             "memory is short") from None
+            raise _worker_died() from None
         except BaseException as exc:
             # a build that starts again (_LateDistrust) lets its workers finish first: no file of
             # theirs may land in the staging folder after it is removed
@@ -602,6 +599,18 @@ def run_devices(jobs: Sequence[DeviceJob], settings: DeviceSettings, workers: in
         finally:
             watch.set()
     return outcomes
+
+
+def _worker_died() -> BuildError:
+    return BuildError("a worker process died (killed, or out of memory); the build stopped and removed what it "
+                      "had written", hint="run the build again; try --jobs 1 if memory is short")
+
+
+def _watch(pool: ProcessPoolExecutor) -> threading.Event:
+    """_break_on_dead_worker beside `pool` until the returned event is set."""
+    done = threading.Event()
+    threading.Thread(target=_break_on_dead_worker, args=(pool, done), daemon=True).start()
+    return done
 
 
 def _break_on_dead_worker(pool: ProcessPoolExecutor, done: threading.Event) -> None:
@@ -720,10 +729,18 @@ def check_previous_files(root: Path, items: list, workers: int, known=None) -> l
 
     if workers <= 1 or len(items) < POOLED_CHECK_FILES:
         return check_files(root, items, known)
+    from concurrent.futures.process import BrokenProcessPool
+
     problems: list[tuple[int, str]] = []
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_check, initargs=(root, items, known)) as pool:
-        for found in pool.map(_check_part, parts(items, workers)):
-            problems += found
+        watch = _watch(pool)
+        try:
+            for found in pool.map(_check_part, parts(items, workers)):
+                problems += found
+        except BrokenProcessPool:
+            raise _worker_died() from None
+        finally:
+            watch.set()
     return [problem for _position, problem in sorted(problems)]
 
 
@@ -741,14 +758,25 @@ class _LateCheck:
         self._pool = ProcessPoolExecutor(max_workers=count, initializer=_init_check,
                                          initargs=(root, items, known, True))
         self._futures = [self._pool.submit(_check_part, part) for part in parts(items, count)]
-        weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)  # a failed build stops it
+        self._watch = _watch(self._pool)
+        weakref.finalize(self, _stop_check, self._pool, self._watch)  # a failed build stops it
 
     def result(self) -> list[str]:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             problems = sorted(p for future in self._futures for p in future.result())
+        except BrokenProcessPool:
+            raise _worker_died() from None
         finally:
+            self._watch.set()
             self._pool.shutdown()
         return [problem for _position, problem in problems]
+
+
+def _stop_check(pool: ProcessPoolExecutor, watch: threading.Event) -> None:
+    watch.set()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _trust_problem(problems: list[str]) -> str:

@@ -258,3 +258,51 @@ def test_no_record_when_the_manifest_changes_while_it_is_taken(tmp_path):
         return [(rel, digest) for rel, digest, _size in items]
     assert not verified.write_record(root, listing, MANIFEST, SUMS, sha256_of)
     assert not verified.record_path(root).exists()
+
+
+@pytest.mark.parametrize("how", ["beside", "before"])
+def test_a_trust_check_worker_killed_stops_the_build_with_one_line(tmp_path, monkeypatch, how):
+    """The trust check's worker processes are watched as the device workers are: one killed gives
+    the build's one-line error, not a hang or a traceback."""
+    import multiprocessing
+    import signal
+    import threading
+
+    from builder.artifacts import pipeline
+    from builder.errors import BuildError
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the slowed check must be inherited by the workers")
+    root = tmp_path / "demo-5.1.0.12-1"
+    items = _make_build(root)
+    sha256 = previous._sha256
+    monkeypatch.setattr(previous, "_sha256", lambda path: (time.sleep(0.1), sha256(path))[1])
+
+    def kill_a_worker(pool_of) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            procs = [p for p in (getattr(pool_of(), "_processes", None) or {}).values() if p.pid]
+            if procs:
+                time.sleep(0.2)
+                os.kill(procs[0].pid, signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    start = time.monotonic()
+    with pytest.raises(BuildError, match="a worker process died"):
+        if how == "beside":
+            late = pipeline._LateCheck(root, items, 3)
+            kill_a_worker(lambda: late._pool)
+            late.result()
+        else:
+            created = []
+            real = pipeline.ProcessPoolExecutor
+
+            def recording(*args, **kwargs):
+                created.append(real(*args, **kwargs))
+                return created[-1]
+            monkeypatch.setattr(pipeline, "ProcessPoolExecutor", recording)
+            monkeypatch.setattr(pipeline, "POOLED_CHECK_FILES", 1)
+            threading.Thread(target=kill_a_worker, args=(lambda: created[0] if created else None,), daemon=True).start()
+            pipeline.check_previous_files(root, items, 2)
+    assert time.monotonic() - start < 30
