@@ -17,12 +17,31 @@ PREFIX = "fleetpkg-"
 KINDS = ("build", "check", "vendor")
 
 
+def pid_folder(prefix: str, parent: Path | None = None) -> Path:
+    """A new private (0700) folder `<prefix><random>-<pid>` in `parent` (the system's temporary
+    folder by default): the pid says, after a SIGKILL, whether its owner is still at work."""
+    made = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path = made.rename(made.with_name(f"{made.name}-{os.getpid()}"))
+    os.chmod(path, 0o700)
+    return path
+
+
+def orphans(candidates) -> Iterator[Path]:
+    """The pid_folder()s among `candidates` whose process is gone (never this one's; no symlink)."""
+    for entry in candidates:
+        try:
+            pid = int(entry.name.rsplit("-", 1)[-1])
+        except ValueError:
+            continue
+        if pid == os.getpid() or alive(pid) or entry.is_symlink() or not entry.is_dir():
+            continue
+        yield entry
+
+
 @contextmanager
 def scratch(kind: str) -> Iterator[Path]:
-    """A private (0700) folder `fleetpkg-<kind>-<random>-<pid>`, removed when the block ends."""
-    made = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-"))
-    path = made.with_name(f"{made.name}-{os.getpid()}")
-    made.rename(path)
+    """A pid_folder `fleetpkg-<kind>-<random>-<pid>`, removed when the block ends."""
+    path = pid_folder(f"{PREFIX}{kind}-")
     try:
         yield path
     finally:
@@ -35,15 +54,11 @@ def remove_stale_scratch(root: Path | None = None) -> list[tuple[str, int]]:
     root = Path(root) if root is not None else Path(tempfile.gettempdir())
     removed = []
     for kind in KINDS:
-        for entry in sorted(root.glob(f"{PREFIX}{kind}-*-*")):
-            pid = entry.name.rpartition("-")[2]
-            if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
-                continue
+        for entry in orphans(sorted(root.glob(f"{PREFIX}{kind}-*-*"))):
             try:
-                st = entry.lstat()
+                if entry.lstat().st_uid != os.getuid():
+                    continue
             except OSError:
-                continue
-            if not entry.is_dir() or entry.is_symlink() or st.st_uid != os.getuid():
                 continue
             files = sum(len(names) for _folder, _dirs, names in os.walk(entry))
             shutil.rmtree(entry, ignore_errors=True)

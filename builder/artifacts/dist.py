@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import stat
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, NamedTuple
 
 from ..errors import BuildError
-from ..scratch import alive
+from ..scratch import alive, orphans, pid_folder
 
 PARTIAL_PREFIX = ".fleetpkg-partial-"
 REPLACED_PREFIX = ".fleetpkg-replaced-"  # an older build moved aside while the new one is moved in
@@ -363,13 +362,7 @@ def remove_stale(parent: Path) -> list[Leftover]:
             entry.rename(parent / name)
         else:
             shutil.rmtree(entry, ignore_errors=True)  # a superseded build: the new one is in place
-    for entry in sorted(parent.glob(PARTIAL_PREFIX + "*")):
-        try:
-            pid = int(entry.name.rsplit("-", 1)[-1])
-        except ValueError:
-            continue
-        if pid == os.getpid() or alive(pid) or entry.is_symlink() or not entry.is_dir():
-            continue
+    for entry in orphans(sorted(parent.glob(PARTIAL_PREFIX + "*"))):
         files = secret = 0
         for folder, _dirs, names in os.walk(entry):
             for name in names:
@@ -420,9 +413,7 @@ def staged_output(final: Path, *, seal: Seal | None = None,
     parent.mkdir(parents=True, exist_ok=True)
     for line in describe_removed(remove_stale(parent)):
         log(line)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{final.name}-", dir=parent))
-    tmp = tmp.rename(tmp.with_name(f"{tmp.name}-{os.getpid()}"))
-    os.chmod(tmp, 0o700)
+    tmp = pid_folder(f"{PARTIAL_PREFIX}{final.name}-", parent)
 
     def _on_signal(signum, frame):  # turn SIGTERM into an exception so cleanup runs
         raise KeyboardInterrupt(f"signal {signum}")
@@ -469,11 +460,11 @@ def _publish(tmp: Path, final: Path, *, block_signals: bool, files: int = 0) -> 
 BACKGROUND_REMOVAL = 5000  # files: a build this large is tidied up after in the background
 
 
-def _after_publish(final: Path, old: Path | None, files: int, record: bool = True) -> None:
+def _after_publish(final: Path, old: Path | None, files: int) -> None:
     """Remove the superseded build (if any). A build of many files (a large fleet) is then also
     checked against its manifest and its files' stat recorded (builder/artifacts/verified.py: the
-    next build's trust check hashes only what changed since), and a detached process does both, so the build returns as soon as the
-    new one is published: unlinking ~8 files per Mac is seconds of file-system work and nothing
+    next build's trust check hashes only what changed since), and a detached process does both,
+    so the build returns as soon as the new one is published: unlinking ~8 files per Mac is seconds of file-system work and nothing
     waits for it. Whatever it leaves (it was killed) is removed by the next build's
     remove_stale(); a missing record only makes the next trust check hash every file."""
     from .verified import RACY_NS
@@ -486,11 +477,10 @@ def _after_publish(final: Path, old: Path | None, files: int, record: bool = Tru
     def tidy() -> None:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)  # first: unlinking changes the carried files' ctime
-        if record:
-            from .previous import record_build
+        from .previous import record_build
 
-            time.sleep(RACY_NS / 1e9)  # so that the build's last writes are older than the record
-            record_build(final)
+        time.sleep(RACY_NS / 1e9)  # so that the build's last writes are older than the record
+        record_build(final)
 
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked processes

@@ -944,7 +944,7 @@ def _forking(build: Callable[..., BuildResult]) -> Callable[..., BuildResult]:
     are long-lived records (the previous manifest, the artifacts, the device outcomes) in no
     reference cycle, which the collector only walked again and again (0.2 s of an unchanged
     10,000-Mac rebuild, half of it while reading the previous manifest); a device's work makes no
-    cycles (tests/artifacts/test_pipeline_memory.py), and the worker processes collect as usual."""
+    cycles (tests/artifacts/test_lifecycle.py), and the worker processes collect as usual."""
     @functools.wraps(build)
     def run(*args, **kwargs) -> BuildResult:
         collecting = gc.isenabled()
@@ -977,7 +977,7 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
     from ..certs import load_ca_files
     from .changes import (IDENTITY_PKG_FORMAT, MANIFEST_FORMAT, artifact_digests, assemble, compare_artifacts,
                           compare_devices, fingerprint, fleet_inputs, to_json, wrapper_status)
-    from .dist import MANIFEST, SUMS, describe_removed, remove_stale, staged_output
+    from .dist import describe_removed, remove_stale, staged_output
     from ..scratch import describe_scratch, remove_stale_scratch, scratch
     from ..fleet.intake import resolve_vendor_package
     from ..fleet.passwords import PasswordResolver
@@ -1087,7 +1087,7 @@ def _build(config, options: BuildOptions, *, progress: Callable[[int, int], None
             late = None
             if carry:
                 items = listed_files(prev)
-                known = load_record(prev.root, [rel for rel, _digest, _size in items], MANIFEST, SUMS)
+                known = load_record(prev.root, [rel for rel, _digest, _size in items])
                 reads = carry_devices and _identity_packages(config.targets) and (  # packages rebuilt from its profiles
                     (old or {}).get("identity_inputs") != identity_in
                     or any(j.previous is not None and j.previous.get("identity_pkg") not in prev.files for j in jobs))

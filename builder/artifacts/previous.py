@@ -196,7 +196,7 @@ def record_build(root: Path) -> bool:
             return None
         return [(rel, digest) for rel, (digest, _size) in files.items()]
 
-    return write_record(root, listing, MANIFEST, SUMS, _sha256)
+    return write_record(root, listing, _sha256)
 
 
 def _plain(rel: str) -> bool:

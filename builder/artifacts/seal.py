@@ -275,6 +275,7 @@ def sealed_artifacts(manifest: dict, where: str) -> dict[str, dict]:
 def unseal(dist: Path, identity_files: Sequence[Path], out: Path | None = None) -> Unsealed:
     """Restore a sealed build's secret files into `out` (default: the build folder itself)."""
     from ..formats.age import load_identity_files
+    from ..scratch import pid_folder
     from .dist import PARTIAL_PREFIX, read_manifest, sha256_file
 
     dist = Path(dist)
@@ -299,9 +300,7 @@ def unseal(dist: Path, identity_files: Sequence[Path], out: Path | None = None) 
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     _check_destinations(dest, sealed)
-    work = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}unseal-{dest.name}-", dir=dest.parent))
-    work = work.rename(work.with_name(f"{work.name}-{os.getpid()}"))
-    os.chmod(work, 0o700)
+    work = pid_folder(f"{PARTIAL_PREFIX}unseal-{dest.name}-", dest.parent)
     try:
         restored = _extract(archive, identities, work, sealed, str(archive))
         missing = lacking(sealed, restored)

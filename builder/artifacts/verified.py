@@ -30,6 +30,8 @@ from array import array
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
+from .dist import MANIFEST, SUMS
+
 RECORD_PREFIX = ".fleetpkg-verified-"
 RECORD_FORMAT = 1
 RACY_NS = 50_000_000  # a change this close to the record's time may share its timestamp tick
@@ -58,12 +60,17 @@ def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+def _heads(build: Path) -> list[os.stat_result]:
+    """The stat of the build's manifest.json and SHA256SUMS, which the record vouches for."""
+    return [os.stat(os.path.join(build, name)) for name in (MANIFEST, SUMS)]
+
+
 def _paths_digest(paths: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def write_record(build: Path, read_listing: Callable[[], Sequence[tuple[str, str]] | None], manifest: str,
-                 sums: str, hasher: Callable[[str], str]) -> bool:
+def write_record(build: Path, read_listing: Callable[[], Sequence[tuple[str, str]] | None],
+                 hasher: Callable[[str], str]) -> bool:
     """Record the stat of the build's listed files that hold what its manifest says, hashing each
     (one inode once) between two stats that must agree, and of its manifest and sums files, which
     must not change while the record is taken. `read_listing` reads the manifest's (path, sha256)
@@ -74,18 +81,17 @@ def write_record(build: Path, read_listing: Callable[[], Sequence[tuple[str, str
     limit = started - RACY_NS
     base = os.fspath(build)
     try:
-        heads = [os.stat(os.path.join(base, name)) for name in (manifest, sums)]
+        heads = _heads(build)
         if any(st.st_ctime_ns >= limit for st in heads):
             return False
         listing = read_listing()
         if listing is None:
             return False
         paths = [rel for rel, _digest in listing]
-        stats = array("q", bytes(24 * len(paths)))
+        stats = array("q", [UNKNOWN]) * (3 * len(paths))
         hashed: dict[tuple[int, int], str] = {}
         for position, (rel, digest) in enumerate(listing):
             i = 3 * position
-            stats[i] = UNKNOWN
             path = f"{base}/{rel}"
             try:
                 before = os.stat(path)
@@ -99,7 +105,7 @@ def write_record(build: Path, read_listing: Callable[[], Sequence[tuple[str, str
             except OSError:
                 continue
             stats[i], stats[i + 1], stats[i + 2] = before.st_ino, before.st_mtime_ns, before.st_ctime_ns
-        if [_stat_key(os.stat(os.path.join(base, name))) for name in (manifest, sums)] != list(map(_stat_key, heads)):
+        if list(map(_stat_key, _heads(build))) != list(map(_stat_key, heads)):
             return False
         header = {"format": RECORD_FORMAT, "build": build.name, "dev": heads[0].st_dev, "count": len(paths),
                   "paths": _paths_digest(paths), "manifest": _stat_key(heads[0]), "sums": _stat_key(heads[1]),
@@ -115,7 +121,7 @@ def write_record(build: Path, read_listing: Callable[[], Sequence[tuple[str, str
         return False
 
 
-def load_record(build: Path, paths: Sequence[str], manifest: str, sums: str) -> Known | None:
+def load_record(build: Path, paths: Sequence[str]) -> Known | None:
     """The record of `build` when it vouches for these very files (its manifest and sums files
     unchanged since it was taken, the same list of paths); None otherwise."""
     try:
@@ -123,7 +129,7 @@ def load_record(build: Path, paths: Sequence[str], manifest: str, sums: str) -> 
             header = json.loads(fh.readline())
             stats = array("q")
             stats.frombytes(fh.read())
-        heads = [os.stat(build / name) for name in (manifest, sums)]
+        heads = _heads(build)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     try:
@@ -131,7 +137,7 @@ def load_record(build: Path, paths: Sequence[str], manifest: str, sums: str) -> 
         fresh = all(_stat_key(st) == header[key] and st.st_ctime_ns < limit
                     for st, key in zip(heads, ("manifest", "sums")))
         usable = (header["format"] == RECORD_FORMAT and header["build"] == build.name and fresh
-                  and header["count"] == len(paths) == len(stats) // 3 and len(stats) % 3 == 0
+                  and header["count"] == len(paths) and len(stats) == 3 * len(paths)
                   and header["dev"] == heads[0].st_dev and header["paths"] == _paths_digest(paths))
     except (KeyError, TypeError):
         return None

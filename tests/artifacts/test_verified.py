@@ -45,8 +45,7 @@ def _settle() -> None:
 
 
 def _write_record(root: Path, items) -> bool:
-    return verified.write_record(root, lambda: [(rel, digest) for rel, digest, _size in items], MANIFEST, SUMS,
-                                 sha256_of)
+    return verified.write_record(root, lambda: [(rel, digest) for rel, digest, _size in items], sha256_of)
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def build(tmp_path) -> tuple[Path, list]:
 
 
 def _known(root: Path, items) -> verified.Known | None:
-    return verified.load_record(root, [rel for rel, _d, _s in items], MANIFEST, SUMS)
+    return verified.load_record(root, [rel for rel, _d, _s in items])
 
 
 def _hashed(monkeypatch) -> list[str]:
@@ -127,7 +126,7 @@ def test_a_record_that_does_not_vouch_for_the_build_is_not_used(build, change):
         root = other
     else:
         paths = paths[1:] + paths[:1]
-    assert verified.load_record(root, paths, MANIFEST, SUMS) is None
+    assert verified.load_record(root, paths) is None
 
 
 def test_files_written_just_before_the_record_are_left_to_hashing(tmp_path, monkeypatch):
@@ -186,7 +185,7 @@ from pathlib import Path
 from builder.artifacts import dist
 rmtree = shutil.rmtree
 shutil.rmtree = lambda path, *a, **k: (time.sleep(4), rmtree(path, *a, **k))
-dist._after_publish(Path(sys.argv[1]), Path(sys.argv[2]), dist.BACKGROUND_REMOVAL, record=False)
+dist._after_publish(Path(sys.argv[1]), Path(sys.argv[2]), dist.BACKGROUND_REMOVAL)
 print("published", flush=True)
 """
 
@@ -256,7 +255,7 @@ def test_no_record_when_the_manifest_changes_while_it_is_taken(tmp_path):
     def listing():
         os.utime(root / MANIFEST)  # rewritten meanwhile
         return [(rel, digest) for rel, digest, _size in items]
-    assert not verified.write_record(root, listing, MANIFEST, SUMS, sha256_of)
+    assert not verified.write_record(root, listing, sha256_of)
     assert not verified.record_path(root).exists()
 
 
