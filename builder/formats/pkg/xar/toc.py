@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from typing import Sequence
 
 from ....errors import FormatError, UnsupportedError
+from ..xmlsafe import attr as escape_attr  # the one attribute escaper of flat packages' XML
 from .model import XMLDSIG_NS
 
 MAX_NUMBER_DIGITS = 20
@@ -54,10 +55,6 @@ def escape_text(s: str) -> str:
     if "&" in s or "<" in s or ">" in s or "\r" in s:  # most TOC text needs none: skip the copies
         return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
     return s
-
-
-def escape_attr(s: str) -> str:
-    return escape_text(s).replace('"', "&quot;").replace("\n", "&#10;").replace("\t", "&#9;")
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
