@@ -243,12 +243,12 @@ def _script_entries(scripts) -> list:
     return out
 
 
-def _gz_archive(entries, tmpdir: str, name: str):
+def _gz_archive(entries, tmpdir: str, name: str) -> Path:
     from .payload import write_payload
     path = Path(tmpdir) / name
     with open(path, "wb") as out:
-        stats = write_payload(out, entries, compression="gzip", checksums=False)
-    return path, stats
+        write_payload(out, entries, compression="gzip", checksums=False)
+    return path
 
 
 def _all_in_memory(*trees) -> bool:
@@ -325,7 +325,7 @@ def build_component(dest: str | os.PathLike | None, *, identifier: str, version:
         with open(payload_path, "wb") as out:
             stats = write_payload(out, entries, compression=compression)
         bom = _bom_bytes(entries, stats)
-        scripts_path = _gz_archive(script_entries, tmp, "Scripts")[0] if script_entries else None
+        scripts_path = _gz_archive(script_entries, tmp, "Scripts") if script_entries else None
         info = info_for(stats)
         members = {"Bom": bom, "Payload": payload_path, "PackageInfo": render_package_info(info)}
         if scripts_path:
