@@ -119,12 +119,16 @@ def test_validator_range_and_format_rules():
 def test_validator_accepts_real_world_payloads(tmp_path):
     """Apple-format certificate payloads written by other tools pass (the validator is not just
     tuned to our output)."""
-    signed = FIXTURES / "mobileconfig" / "liuasktao-certs-RPRRLP.mobileconfig"
+    bundle = FIXTURES / "mobileconfig" / "idmanagement-fpki-unmanaged-bundle.mobileconfig"
+    certs = plistlib.loads(bundle.read_bytes())
+    assert sorted(p["PayloadType"] for p in certs["PayloadContent"]) == (
+        ["com.apple.security.pkcs1"] * 12 + ["com.apple.security.root"])
+    assert validate_profile(certs) == []
+    signed = FIXTURES / "mobileconfig" / "encrypted-dns-signed-developerid-adguard-https.mobileconfig"
     out = tmp_path / "content.plist"
     subprocess.run([require_tool("openssl"), "cms", "-verify", "-noverify", "-inform", "DER",
                     "-in", str(signed), "-out", str(out)], check=True, capture_output=True)
-    doc = plistlib.loads(out.read_bytes())
-    assert validate_profile(doc) == []
+    assert validate_profile(dict(plistlib.loads(out.read_bytes()), PayloadContent=[])) == []
     unsigned = plistlib.loads((FIXTURES / "mobileconfig" /
                                "encrypted-dns-unsigned-adguard-default-https.mobileconfig").read_bytes())
     top_only = dict(unsigned, PayloadContent=[])

@@ -138,16 +138,19 @@ def test_truncated_and_damaged_fixture(tmp_path):
 
 
 def test_mobileconfig_dispatch():
+    signed_fixture = FIXTURES / "mobileconfig" / "encrypted-dns-signed-developerid-adguard-https.mobileconfig"
     if importlib.util.find_spec("builder.profiles.inspect") is None:
-        assert_one_line_error(fleetpkg("inspect", FIXTURES / "mobileconfig" / "liuasktao-certs-RPRRLP.mobileconfig"),
-                              "builder.profiles.inspect")
+        assert_one_line_error(fleetpkg("inspect", signed_fixture), "builder.profiles.inspect")
         return
-    signed = json.loads(fleetpkg("inspect", "--json",
-                                 FIXTURES / "mobileconfig" / "liuasktao-certs-RPRRLP.mobileconfig").stdout)
+    signed = json.loads(fleetpkg("inspect", "--json", signed_fixture).stdout)
     assert signed["kind"] == "mobileconfig" and signed["signed"] is True
     plain = json.loads(fleetpkg("inspect", "--json", FIXTURES / "mobileconfig" /
                                 "encrypted-dns-unsigned-adguard-default-https.mobileconfig").stdout)
     assert plain["kind"] == "mobileconfig" and plain["signed"] is False
+    certs = json.loads(fleetpkg("inspect", "--json", FIXTURES / "mobileconfig" /
+                                "idmanagement-fpki-unmanaged-bundle.mobileconfig").stdout)
+    assert certs["signed"] is False and len(certs["payloads"]) == 13
+    assert all(p["certificate"]["subject"] for p in certs["payloads"])
 
 
 VECTORS = Path(importlib.util.find_spec("cryptography_vectors").origin).parent / "pkcs12"
