@@ -431,7 +431,7 @@ def main() -> int:
               f"{marginal * n / (floor + files * n):.2f}")
         extra = outputs_floor(root / f"dist-{sub_n}-1", root / "fleet", sub_n, not args.unsigned)
         unavoidable = floor / n + files + sum(extra.values()) / sub_n
-        print(f"  beside it, the work the outputs demand beyond the floor, per Mac, timed alone: "
+        print("  beside it, the work the outputs demand beyond the floor, per Mac, timed alone: "
               + ", ".join(f"{k} {v / sub_n * 1e3:.3f} ms" for k, v in extra.items())
               + f"; floor + files + these: {unavoidable * 1e3:.3f} ms = {unavoidable * n / floor:.2f} x the floor, "
               f"so the 1.3 x target leaves {(1.3 * floor / n - unavoidable) * 1e3:.3f} ms a Mac for fleetpkg's own "

@@ -169,7 +169,7 @@ def main() -> int:
               f"within {settle(dist, same):.1f} s)")
 
         bound, parts = rebuild_floor(dist, fleet, same["stdout"], args.jobs)
-        print(f"  beside it, the work such a rebuild cannot avoid, timed alone: "
+        print("  beside it, the work such a rebuild cannot avoid, timed alone: "
               + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
               + f"; with the per-file parts on {args.jobs} cores: {bound:.2f} s = {bound / full['wall'] * 100:.1f} % "
               f"of the full build, so the 3 % target leaves {0.03 * full['wall'] - bound:.2f} s for fleetpkg's own "
