@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from operator import itemgetter
-from typing import Iterator
 
 from ..errors import FormatError
 
@@ -210,11 +209,6 @@ def _nodes(data: bytes, pos: int, end: int) -> list[Node]:
         node, pos = _parse_one(data, pos, end, 0)
         append(node)
     return out
-
-
-def iter_nodes(data: bytes) -> Iterator[Node]:
-    """The TLVs laid end to end in `data`, each one's length checked against it."""
-    return iter(_nodes(bytes(data), 0, len(data)))
 
 
 def parse(data: bytes, *, allow_trailing: bool = False) -> Node:

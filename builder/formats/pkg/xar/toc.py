@@ -112,12 +112,6 @@ def sub_element(parent: ET.Element, tag: str, text: str | None = None, **attrs: 
     return el
 
 
-def text_element(tag: str, text: str) -> ET.Element:
-    el = ET.Element(tag)
-    el.text = text
-    return el
-
-
 def signature_element(tag: str, style: str, offset: int, size: int, certs: Sequence[bytes]) -> ET.Element:
     el = ET.Element(tag, {"style": style})
     sub_element(el, "offset", str(offset))
