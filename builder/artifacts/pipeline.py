@@ -661,14 +661,14 @@ def _sealed_wanted(jobs: Sequence[DeviceJob], carry_pkgs: bool) -> list[str]:
 def _previous_keys(options: BuildOptions) -> list:
     """The identities (--previous-identity files) that open a sealed previous build, loaded as
     `fleetpkg unseal` loads them."""
-    from ..errors import FleetpkgError
     from ..formats.age import load_identity_files
+    from .previous import IDENTITY_OPTION
 
     try:
         return load_identity_files(options.previous_identities)
     except FleetpkgError as exc:
-        exc.hint = exc.hint or ("--previous-identity KEYFILE or FLEETPKG_PREVIOUS_IDENTITY names a file holding the "
-                                "private key of a recipient the previous build is sealed to")
+        exc.hint = exc.hint or (f"{IDENTITY_OPTION} names a file holding the private key of a recipient the "
+                                "previous build is sealed to")
         raise
 
 
